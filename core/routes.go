@@ -1,0 +1,174 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Sink is how core reaches one live session: the edge implements it for the
+// sessions it holds (and, once edge and core are separate processes, a
+// proxy implements it for a remote edge). Its methods must not block.
+type Sink interface {
+	// Notify says the user's mailbox has grown to head. Only the newest
+	// matters; sinks coalesce.
+	Notify(head Seq)
+	// Replaced says a newer session of the same device took over; the sink
+	// should tell its client and close.
+	Replaced()
+}
+
+// SessionInfo describes a session being attached.
+type SessionInfo struct {
+	User     UserID
+	Device   DeviceID
+	Platform Platform
+	AppState AppState
+	// SeqCli is the seq the device reports having stored; it is acknowledged.
+	SeqCli Seq
+}
+
+// Welcome is the mailbox state a new session starts from.
+type Welcome struct {
+	Head  Seq
+	Floor Seq
+	// Acked is the account's acked seq (AckAccount) or the device's cursor
+	// (AckDevice).
+	Acked Seq
+	Mode  AckMode
+}
+
+// Session is an attached session's handle.
+type Session interface {
+	// SetAppState records that the app moved to the foreground or background.
+	SetAppState(AppState)
+	// Detach removes the route; it is a no-op once the session was replaced.
+	Detach()
+}
+
+type session struct {
+	r        *routes
+	id       uint64
+	user     UserID
+	device   DeviceID
+	platform Platform
+	sink     Sink
+	state    atomic.Int32 // AppState
+	detached atomic.Bool
+}
+
+func (s *session) SetAppState(st AppState) { s.state.Store(int32(st)) }
+func (s *session) Detach()                 { s.r.detach(s) }
+
+// routes maps users to their live sessions.
+type routes struct {
+	c      *Core
+	nextID atomic.Uint64
+
+	mu    sync.RWMutex
+	users map[UserID]map[DeviceID]*session // guarded by mu
+	count int                              // guarded by mu
+}
+
+func newRoutes(c *Core) *routes {
+	return &routes{c: c, users: make(map[UserID]map[DeviceID]*session)}
+}
+
+// Attach registers a live session of a device and returns its handle and the
+// mailbox state it starts from. The route exists before the state is read,
+// so no append after the returned Head goes un-notified. An older session of
+// the same device is replaced: its sink's Replaced is called.
+func (c *Core) Attach(ctx context.Context, info SessionInfo, sink Sink) (Session, Welcome, error) {
+	if err := info.User.Validate(); err != nil {
+		return nil, Welcome{}, err
+	}
+	if err := info.Device.Validate(); err != nil {
+		return nil, Welcome{}, err
+	}
+	s := c.routes.attach(info, sink)
+	w, err := c.welcome(ctx, info)
+	if err != nil {
+		s.Detach()
+		return nil, Welcome{}, err
+	}
+	return s, w, nil
+}
+
+func (c *Core) welcome(ctx context.Context, info SessionInfo) (Welcome, error) {
+	h, err := c.store.Head(ctx, info.User)
+	if err != nil {
+		return Welcome{}, fmt.Errorf("core: attach: %w", err)
+	}
+	acked, err := c.ack(ctx, info.User, info.Device, info.SeqCli, h)
+	if err != nil {
+		return Welcome{}, err
+	}
+	return Welcome{Head: h.Head, Floor: h.EffectiveFloor(), Acked: acked, Mode: c.cfg.AckMode}, nil
+}
+
+func (r *routes) attach(info SessionInfo, sink Sink) *session {
+	s := &session{r: r, id: r.nextID.Add(1), user: info.User, device: info.Device, platform: info.Platform, sink: sink}
+	s.state.Store(int32(info.AppState))
+	r.mu.Lock()
+	devs := r.users[info.User]
+	if devs == nil {
+		devs = make(map[DeviceID]*session, 1)
+		r.users[info.User] = devs
+	}
+	old := devs[info.Device]
+	devs[info.Device] = s
+	if old != nil {
+		old.detached.Store(true)
+	} else {
+		r.count++
+	}
+	n := r.count
+	r.mu.Unlock()
+	r.c.m.Set(MetricSessions, float64(n))
+	if old != nil {
+		r.c.m.Add(MetricTakeovers, "", 1)
+		old.sink.Replaced()
+	}
+	return s
+}
+
+func (r *routes) detach(s *session) {
+	if s.detached.Swap(true) {
+		return
+	}
+	r.mu.Lock()
+	devs := r.users[s.user]
+	if devs[s.device] == s {
+		delete(devs, s.device)
+		if len(devs) == 0 {
+			delete(r.users, s.user)
+		}
+		r.count--
+	}
+	n := r.count
+	r.mu.Unlock()
+	r.c.m.Set(MetricSessions, float64(n))
+}
+
+// notify tells every live session of u that its mailbox is at head.
+func (r *routes) notify(u UserID, head Seq) {
+	r.mu.RLock()
+	devs := r.users[u]
+	n := 0
+	for _, s := range devs {
+		s.sink.Notify(head)
+		n++
+	}
+	r.mu.RUnlock()
+	if n > 0 {
+		r.c.m.Add(MetricNotifies, "", float64(n))
+	}
+}
+
+// Sessions returns the number of attached sessions.
+func (c *Core) Sessions() int {
+	c.routes.mu.RLock()
+	defer c.routes.mu.RUnlock()
+	return c.routes.count
+}

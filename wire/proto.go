@@ -1,0 +1,31 @@
+package wire
+
+import "time"
+
+// ALPN is the TLS application protocol of Tern's QUIC connections.
+const ALPN = "tern/1"
+
+// CapabilityVersion is the protocol capability this package implements.
+// Hello and Welcome carry it; each side speaks the minimum of the two.
+const CapabilityVersion = 1
+
+// DefaultMaxFrameSize is the frame size limit, in bytes, used when a
+// configuration leaves it zero. It bounds a single Request or SessionUp frame
+// written by a client and a single Response written by a server.
+const DefaultMaxFrameSize = 256 << 10
+
+// MaxVarintLen is the most bytes a frame's length prefix may take.
+const MaxVarintLen = 10
+
+// Millis converts a duration to the uint32 milliseconds used on the wire,
+// saturating at the type's bounds.
+func Millis(d time.Duration) uint32 {
+	ms := d.Milliseconds()
+	switch {
+	case ms <= 0:
+		return 0
+	case ms > int64(^uint32(0)):
+		return ^uint32(0)
+	}
+	return uint32(ms)
+}
