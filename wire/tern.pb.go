@@ -1411,7 +1411,10 @@ type SyncRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	After uint64                 `protobuf:"varint,1,opt,name=after,proto3" json:"after,omitempty"`
 	// limit caps the number of entries; 0 means the server's default.
-	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// user, when set, must be the session's user: a session can only read its
+	// own mailbox (FORBIDDEN otherwise).
+	User          string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1458,6 +1461,13 @@ func (x *SyncRequest) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *SyncRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 type SyncResponse struct {
@@ -2092,10 +2102,11 @@ const file_tern_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1c\n" +
 	"\n" +
 	"sent_at_ms\x18\x03 \x01(\x03R\bsentAtMs\x12\x1c\n" +
-	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"9\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"M\n" +
 	"\vSyncRequest\x12\x14\n" +
 	"\x05after\x18\x01 \x01(\x04R\x05after\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x91\x01\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\"\x91\x01\n" +
 	"\fSyncResponse\x12(\n" +
 	"\aentries\x18\x01 \x03(\v2\x0e.tern.v1.EntryR\aentries\x12\x12\n" +
 	"\x04head\x18\x02 \x01(\x04R\x04head\x12\x19\n" +
