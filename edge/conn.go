@@ -1,0 +1,519 @@
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/ternhq/tern/core"
+	"github.com/ternhq/tern/wire"
+	"google.golang.org/protobuf/proto"
+)
+
+// conn is one client connection and, once its Hello is accepted, its session.
+//
+// Goroutines: run (owned by ServeConn) reads the Hello, then writes the
+// session stream (Welcome, Notify, GoAway); readSession reads the session
+// stream; acceptRequests accepts request streams and starts one serveRequest
+// per stream. All of them end when the QUIC connection's context ends; run
+// waits for readSession and acceptRequests, the server counts requests.
+type conn struct {
+	s   *Server
+	qc  *quic.Conn
+	ctx context.Context
+	log *slog.Logger
+
+	ready chan struct{} // closed once the Hello is accepted and id/sess are set
+	id    Identity      // set before ready is closed
+	sess  core.Session  // set before ready is closed
+
+	// Session stream writer state.
+	wake      chan struct{}               // cap 1: something to write
+	notifySeq atomic.Uint64               // newest head the backend reported
+	known     atomic.Uint64               // highest seq the client has been sent or reported
+	goaway    atomic.Pointer[wire.GoAway] // a GoAway to write
+	closeWith atomic.Uint32               // after the GoAway, close with this code (0: don't)
+}
+
+func newConn(s *Server, qc *quic.Conn) *conn {
+	id := s.nextID.Add(1)
+	return &conn{
+		s:     s,
+		qc:    qc,
+		ctx:   qc.Context(),
+		log:   s.log.With("conn", id, "remote", qc.RemoteAddr().String()),
+		ready: make(chan struct{}),
+		wake:  make(chan struct{}, 1),
+	}
+}
+
+var _ core.Sink = (*conn)(nil)
+
+// Notify implements core.Sink.
+func (c *conn) Notify(head core.Seq) {
+	for {
+		old := c.notifySeq.Load()
+		if uint64(head) <= old {
+			return
+		}
+		if c.notifySeq.CompareAndSwap(old, uint64(head)) {
+			break
+		}
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+		c.s.m.Add(MetricNotifiesMerged, "", 1)
+	}
+}
+
+// Replaced implements core.Sink: a newer session of the device took over.
+func (c *conn) Replaced() {
+	c.goAway(wire.CodeSessionReplaced, "a newer session of this device took over", 0)
+}
+
+// goAway makes the writer send a GoAway. With SESSION_REPLACED the writer
+// closes the connection after it; otherwise the client is expected to leave
+// after reconnectAfter and the server closes what remains when it shuts down.
+func (c *conn) goAway(code wire.Code, msg string, reconnectAfter time.Duration) {
+	if code == wire.CodeSessionReplaced {
+		c.closeWith.Store(uint32(code))
+	}
+	c.goaway.Store(&wire.GoAway{Code: uint32(code), Message: msg, ReconnectAfterMs: wire.Millis(reconnectAfter)})
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *conn) close(code wire.Code, msg string) {
+	c.qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
+}
+
+// fail writes an Error on the session stream (best effort) and closes the
+// connection with the same code.
+func (c *conn) fail(st *quic.Stream, code wire.Code, msg string) {
+	c.s.m.Add(MetricClosed, code.String(), 1)
+	c.log.Debug("closing connection", "code", code.String(), "reason", msg)
+	if st != nil {
+		st.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = wire.WriteFrame(st, &wire.SessionDown{Msg: &wire.SessionDown_Error{Error: wire.NewError(code, msg)}})
+	}
+	c.close(code, msg)
+}
+
+func (c *conn) run() {
+	cfg := &c.s.cfg
+	if c.qc.ConnectionState().Used0RTT {
+		c.s.m.Add(MetricZeroRTT, "", 1)
+	}
+	helloCtx, cancel := context.WithTimeout(c.ctx, cfg.HelloTimeout)
+	st, err := c.qc.AcceptStream(helloCtx)
+	cancel()
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.fail(nil, wire.CodeProtocolViolation, "no session stream")
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// Requests may arrive before the Hello is through (0-RTT pipelining);
+	// they wait for ready.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.acceptRequests()
+	}()
+
+	welcome, ok := c.hello(st)
+	if !ok {
+		return
+	}
+	defer c.sess.Detach()
+	close(c.ready)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.readSession(st)
+	}()
+	c.writeSession(st, welcome)
+}
+
+// hello reads and checks the Hello, attaches the session and writes the
+// Welcome. On failure it closes the connection and returns false.
+func (c *conn) hello(st *quic.Stream) (*wire.Welcome, bool) {
+	cfg := &c.s.cfg
+	st.SetReadDeadline(time.Now().Add(cfg.HelloTimeout))
+	var up wire.SessionUp
+	if _, err := wire.ReadMessage(st, cfg.MaxFrameSize, nil, &up); err != nil {
+		code := readErrorCode(err)
+		c.s.m.Add(MetricHandshakes, code.String(), 1)
+		c.fail(st, code, "reading hello: "+err.Error())
+		return nil, false
+	}
+	st.SetReadDeadline(time.Time{})
+	h := up.GetHello()
+	if h == nil {
+		c.s.m.Add(MetricHandshakes, wire.CodeProtocolViolation.String(), 1)
+		c.fail(st, wire.CodeProtocolViolation, "first session frame must be a Hello")
+		return nil, false
+	}
+	id, err := cfg.Auth.Authenticate(h.GetToken())
+	if err != nil {
+		code := toWireError(err).ErrorCode()
+		if code != wire.CodeTokenExpired {
+			code = wire.CodeUnauthenticated
+		}
+		c.s.m.Add(MetricHandshakes, code.String(), 1)
+		c.fail(st, code, err.Error())
+		return nil, false
+	}
+	if h.GetDevice() != "" && core.DeviceID(h.GetDevice()) != id.Device {
+		c.s.m.Add(MetricHandshakes, wire.CodeForbidden.String(), 1)
+		c.fail(st, wire.CodeForbidden, "hello device does not match the token")
+		return nil, false
+	}
+	c.id = id
+	c.log = c.log.With("device", string(id.Device))
+	info := core.SessionInfo{
+		User:     id.User,
+		Device:   id.Device,
+		Platform: toCorePlatform(h.GetPlatform()),
+		AppState: toCoreAppState(h.GetAppState()),
+		SeqCli:   core.Seq(h.GetSeqCli()),
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, cfg.RequestTimeout)
+	sess, w, err := c.s.backend.Attach(ctx, info, c)
+	cancel()
+	if err != nil {
+		we := toWireError(err)
+		c.s.m.Add(MetricHandshakes, we.ErrorCode().String(), 1)
+		c.fail(st, we.ErrorCode(), we.GetMessage())
+		return nil, false
+	}
+	c.sess = sess
+	c.s.m.Add(MetricHandshakes, "ok", 1)
+	c.known.Store(max(uint64(w.Head), h.GetSeqCli()))
+	return &wire.Welcome{
+		SessionId:         newSessionID(),
+		SeqSvr:            uint64(w.Head),
+		AckedSeq:          uint64(w.Acked),
+		KeepaliveMs:       wire.Millis(cfg.KeepAlive),
+		ServerTimeMs:      cfg.Now().UnixMilli(),
+		CapabilityVersion: min(h.GetCapabilityVersion(), wire.CapabilityVersion),
+		MaxFrameSize:      uint32(cfg.MaxFrameSize),
+		AckMode:           toWireAckMode(w.Mode),
+		User:              string(id.User),
+		Device:            string(id.Device),
+		Floor:             uint64(w.Floor),
+	}, true
+}
+
+// writeSession writes the Welcome and then notifies and GoAways until the
+// connection ends. Notifies are coalesced: only the newest head is written,
+// and none the client already has.
+func (c *conn) writeSession(st *quic.Stream, welcome *wire.Welcome) {
+	buf := make([]byte, 0, 64)
+	write := func(m *wire.SessionDown) bool {
+		var err error
+		buf, err = wire.AppendFrame(buf[:0], m)
+		if err == nil {
+			st.SetWriteDeadline(time.Now().Add(c.s.cfg.RequestTimeout))
+			_, err = st.Write(buf)
+		}
+		if err != nil {
+			if c.ctx.Err() == nil {
+				c.log.Debug("session write failed", "err", err)
+				c.close(wire.CodeUnavailable, "session stream write failed")
+			}
+			return false
+		}
+		return true
+	}
+	if !write(&wire.SessionDown{Msg: &wire.SessionDown_Welcome{Welcome: welcome}}) {
+		return
+	}
+	sent := welcome.SeqSvr
+	for {
+		select {
+		case <-c.wake:
+		case <-c.ctx.Done():
+			return
+		}
+		if ga := c.goaway.Swap(nil); ga != nil {
+			if !write(&wire.SessionDown{Msg: &wire.SessionDown_GoAway{GoAway: ga}}) {
+				return
+			}
+			if code := wire.Code(c.closeWith.Load()); code != 0 {
+				c.s.m.Add(MetricClosed, code.String(), 1)
+				c.close(code, ga.GetMessage())
+				return
+			}
+		}
+		if seq := c.notifySeq.Load(); seq > sent && seq > c.known.Load() {
+			if !write(&wire.SessionDown{Msg: &wire.SessionDown_Notify{Notify: &wire.Notify{Seq: seq}}}) {
+				return
+			}
+			sent = seq
+			c.s.m.Add(MetricNotifiesSent, "", 1)
+		}
+	}
+}
+
+// readSession reads the client's session frames after the Hello.
+func (c *conn) readSession(st *quic.Stream) {
+	var buf []byte
+	for {
+		var up wire.SessionUp
+		var err error
+		buf, err = wire.ReadMessage(st, c.s.cfg.MaxFrameSize, buf, &up)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, io.EOF) {
+				c.s.m.Add(MetricClosed, "client_closed_session", 1)
+				c.close(wire.CodeOK, "session stream closed")
+				return
+			}
+			c.fail(st, readErrorCode(err), "reading session stream: "+err.Error())
+			return
+		}
+		switch m := up.Msg.(type) {
+		case *wire.SessionUp_AppState:
+			c.sess.SetAppState(toCoreAppState(m.AppState.GetAppState()))
+		case *wire.SessionUp_Hello:
+			c.fail(st, wire.CodeProtocolViolation, "second Hello on the session stream")
+			return
+		default:
+			// Unknown session frames are skipped.
+		}
+	}
+}
+
+func (c *conn) acceptRequests() {
+	for {
+		st, err := c.qc.AcceptStream(c.ctx)
+		if err != nil {
+			return
+		}
+		c.s.inflight.Add(1)
+		go c.serveRequest(st)
+	}
+}
+
+// readErrorCode maps an error reading a frame to the code the client gets.
+func readErrorCode(err error) wire.Code {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return wire.CodeTimeout
+	}
+	if errors.Is(err, io.EOF) {
+		return wire.CodeMalformed
+	}
+	return wire.CodeOf(err)
+}
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// serveRequest serves the one request of a request stream.
+func (c *conn) serveRequest(st *quic.Stream) {
+	defer c.s.inflight.Add(-1)
+	select {
+	case <-c.ready:
+	case <-c.ctx.Done():
+		return
+	}
+	cfg := &c.s.cfg
+	start := time.Now()
+	deadline := start.Add(cfg.RequestTimeout)
+	st.SetDeadline(deadline)
+	bufp := framePool.Get().(*[]byte)
+	defer framePool.Put(bufp)
+
+	var resp wire.Response
+	frame, err := wire.ReadFrame(st, cfg.MaxFrameSize, (*bufp)[:0])
+	if frame != nil {
+		*bufp = frame[:0]
+	}
+	var req wire.Request
+	if err == nil {
+		err = wire.Unmarshal(frame, &req)
+	}
+	kind := "invalid"
+	if err != nil {
+		code := readErrorCode(err)
+		resp.Resp = &wire.Response_Error{Error: wire.NewError(code, err.Error())}
+		if code == wire.CodeFrameTooLarge {
+			defer st.CancelRead(quic.StreamErrorCode(code))
+		}
+	} else {
+		ctx, cancel := context.WithDeadline(c.ctx, deadline)
+		kind = c.dispatch(ctx, &req, &resp)
+		cancel()
+	}
+	c.s.m.Add(MetricRequests, kind, 1)
+	if e := resp.GetError(); e != nil {
+		c.s.m.Add(MetricRequestErrors, e.ErrorCode().String(), 1)
+		if e.ErrorCode() == wire.CodeInternal {
+			c.log.Error("request failed", "kind", kind, "err", err)
+		}
+	}
+	out, err := wire.AppendFrame((*bufp)[:0], &resp)
+	if err == nil {
+		*bufp = out[:0]
+		_, err = st.Write(out)
+	}
+	if err != nil {
+		st.CancelWrite(quic.StreamErrorCode(wire.CodeInternal))
+		return
+	}
+	st.Close()
+	c.s.m.Observe(MetricRequestSeconds, time.Since(start).Seconds())
+}
+
+// dispatch serves one decoded request into resp and returns its kind.
+func (c *conn) dispatch(ctx context.Context, req *wire.Request, resp *wire.Response) string {
+	fail := func(err error) {
+		resp.Resp = &wire.Response_Error{Error: toWireError(err)}
+	}
+	u, d := c.id.User, c.id.Device
+	switch r := req.Req.(type) {
+	case *wire.Request_Send:
+		sr := core.SendRequest{
+			From:        u,
+			Device:      d,
+			ClientMsgID: core.ClientMsgID(r.Send.GetClientMsgId()),
+			To:          core.UserID(r.Send.GetUser()),
+			Group:       core.GroupID(r.Send.GetGroup()),
+			Body:        r.Send.GetBody(),
+		}
+		res, err := c.s.backend.Send(ctx, sr)
+		if err != nil {
+			fail(err)
+			return "send"
+		}
+		resp.Resp = &wire.Response_Send{Send: &wire.SendResponse{
+			Id: res.ID[:], Seq: uint64(res.Seq), SentAtMs: res.SentAt.UnixMilli(), Duplicate: res.Duplicate,
+		}}
+		return "send"
+	case *wire.Request_Sync:
+		if r.Sync.GetUser() != "" && core.UserID(r.Sync.GetUser()) != u {
+			fail(fmt.Errorf("%w: a session reads only its own mailbox", core.ErrForbidden))
+			return "sync"
+		}
+		c.sync(ctx, r.Sync, resp)
+		return "sync"
+	case *wire.Request_Ack:
+		acked, err := c.s.backend.Ack(ctx, u, d, core.Seq(r.Ack.GetSeq()))
+		if err != nil {
+			fail(err)
+			return "ack"
+		}
+		c.raiseKnown(uint64(r.Ack.GetSeq()))
+		resp.Resp = &wire.Response_Ack{Ack: &wire.AckResponse{Acked: uint64(acked)}}
+		return "ack"
+	case *wire.Request_Group:
+		members, err := c.group(ctx, r.Group)
+		if err != nil {
+			fail(err)
+			return "group"
+		}
+		resp.Resp = &wire.Response_Group{Group: &wire.GroupResponse{Members: toWireUsers(members)}}
+		return "group"
+	case *wire.Request_Block:
+		if err := c.s.backend.Block(ctx, u, core.UserID(r.Block.GetUser()), r.Block.GetUnblock()); err != nil {
+			fail(err)
+			return "block"
+		}
+		resp.Resp = &wire.Response_Block{Block: &wire.BlockResponse{}}
+		return "block"
+	}
+	resp.Resp = &wire.Response_Error{Error: wire.NewError(wire.CodeUnsupported, "unknown request kind")}
+	return "unknown"
+}
+
+// syncOverhead is room kept in a Sync response frame for everything but the
+// entries.
+const syncOverhead = 64
+
+func (c *conn) sync(ctx context.Context, req *wire.SyncRequest, resp *wire.Response) {
+	budget := c.s.cfg.MaxFrameSize - syncOverhead
+	res, err := c.s.backend.Sync(ctx, core.SyncRequest{
+		User:     c.id.User,
+		Device:   c.id.Device,
+		After:    core.Seq(req.GetAfter()),
+		Limit:    int(req.GetLimit()),
+		MaxBytes: budget,
+	})
+	if err != nil {
+		resp.Resp = &wire.Response_Error{Error: toWireError(err)}
+		return
+	}
+	out := &wire.SyncResponse{Head: uint64(res.Head), HasMore: res.HasMore, Floor: uint64(res.Floor), From: uint64(res.From)}
+	size := 0
+	for i := range res.Entries {
+		we := toWireEntry(&res.Entries[i])
+		n := proto.Size(we)
+		size += n + 1 + varintLen(n)
+		if size > budget && len(out.Entries) > 0 {
+			out.HasMore = true
+			break
+		}
+		out.Entries = append(out.Entries, we)
+	}
+	if n := len(out.Entries); n > 0 {
+		c.raiseKnown(out.Entries[n-1].Seq)
+	} else {
+		c.raiseKnown(req.GetAfter())
+	}
+	resp.Resp = &wire.Response_Sync{Sync: out}
+}
+
+func (c *conn) raiseKnown(seq uint64) {
+	for {
+		old := c.known.Load()
+		if seq <= old || c.known.CompareAndSwap(old, seq) {
+			return
+		}
+	}
+}
+
+func (c *conn) group(ctx context.Context, r *wire.GroupRequest) ([]core.UserID, error) {
+	u, g, members := c.id.User, core.GroupID(r.GetGroup()), toCoreUsers(r.GetMembers())
+	switch r.GetOp() {
+	case wire.GroupRequest_OP_CREATE:
+		return c.s.backend.CreateGroup(ctx, u, g, members)
+	case wire.GroupRequest_OP_ADD:
+		return c.s.backend.AddMembers(ctx, u, g, members)
+	case wire.GroupRequest_OP_REMOVE:
+		return c.s.backend.RemoveMembers(ctx, u, g, members)
+	case wire.GroupRequest_OP_MEMBERS:
+		return c.s.backend.Members(ctx, u, g)
+	}
+	return nil, fmt.Errorf("%w: unknown group op %d", core.ErrInvalid, r.GetOp())
+}
+
+func newSessionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func varintLen(n int) int {
+	l := 1
+	for n >= 0x80 {
+		n >>= 7
+		l++
+	}
+	return l
+}

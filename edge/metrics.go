@@ -1,0 +1,29 @@
+package edge
+
+import "github.com/ternhq/tern/core"
+
+// The edge's metrics.
+const (
+	MetricConnections    = "edge_connections"              // gauge
+	MetricHandshakes     = "edge_hellos_total"             // label result: ok or a code name
+	MetricRequests       = "edge_requests_total"           // label kind: send, sync, ack, group, block, unknown
+	MetricRequestErrors  = "edge_request_errors_total"     // label code
+	MetricRequestSeconds = "edge_request_seconds"          // histogram
+	MetricNotifiesSent   = "edge_notifies_sent_total"      // Notify frames written
+	MetricNotifiesMerged = "edge_notifies_merged_total"    // notifies coalesced into a later one
+	MetricClosed         = "edge_connections_closed_total" // label reason
+	MetricZeroRTT        = "edge_0rtt_connections_total"
+)
+
+// MetricDescs lists the edge's metrics.
+var MetricDescs = []core.MetricDesc{
+	{Name: MetricConnections, Help: "Open client connections.", Kind: core.Gauge},
+	{Name: MetricHandshakes, Help: "Hellos handled, by result.", Kind: core.Counter, Label: "result"},
+	{Name: MetricRequests, Help: "Requests received, by kind.", Kind: core.Counter, Label: "kind"},
+	{Name: MetricRequestErrors, Help: "Requests answered with an error, by code.", Kind: core.Counter, Label: "code"},
+	{Name: MetricRequestSeconds, Help: "Time from a request's arrival to its response being written.", Kind: core.Histogram},
+	{Name: MetricNotifiesSent, Help: "Notify frames written to sessions.", Kind: core.Counter},
+	{Name: MetricNotifiesMerged, Help: "Notifies coalesced into a later notify.", Kind: core.Counter},
+	{Name: MetricClosed, Help: "Connections closed, by reason.", Kind: core.Counter, Label: "reason"},
+	{Name: MetricZeroRTT, Help: "Connections that used 0-RTT.", Kind: core.Counter},
+}
