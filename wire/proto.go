@@ -1,6 +1,11 @@
 package wire
 
-import "time"
+import (
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
 
 // ALPN is the TLS application protocol of Tern's QUIC connections.
 const ALPN = "tern/1"
@@ -28,4 +33,11 @@ func Millis(d time.Duration) uint32 {
 		return ^uint32(0)
 	}
 	return uint32(ms)
+}
+
+// SizeInSyncResponse is how many bytes e adds to an encoded SyncResponse:
+// its field tag, its length prefix and its encoding.
+func (e *Entry) SizeInSyncResponse() int {
+	n := proto.Size(e)
+	return 1 + protowire.SizeVarint(uint64(n)) + n
 }
