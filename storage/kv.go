@@ -1,0 +1,147 @@
+package storage
+
+import (
+	"errors"
+	"time"
+)
+
+// The typed state (state.go) is written once over this small ordered
+// key-value interface; the Badger and memory backends implement it.
+
+// kvGetter reads single keys.
+type kvGetter interface {
+	// get returns key's value, which the caller may keep. A missing (or,
+	// in Badger, expired) key is ok == false with a nil error.
+	get(key []byte) (value []byte, ok bool, err error)
+}
+
+// kvWriter is a transaction's writes.
+type kvWriter interface {
+	kvGetter
+	// set stores value (which the store may keep; the caller must not
+	// change it) under key. expiresAt is a Unix time in seconds after
+	// which the store may drop the key; 0 means never.
+	set(key, value []byte, expiresAt uint64) error
+	delete(key []byte) error
+}
+
+// kvReader is a read-only view of committed state.
+type kvReader interface {
+	kvGetter
+	// scan calls fn for every key that starts with prefix and is >= start,
+	// in key order, until fn returns false or an error. key and value are
+	// valid only during the call.
+	scan(prefix, start []byte, fn func(key, value []byte) (bool, error)) error
+}
+
+// kvTxn is the batch transaction a shard's writer fills and commits.
+type kvTxn interface {
+	kvWriter
+	// commit makes the writes durable (Badger: fsync'd) and visible.
+	commit() error
+	// discard drops the writes; after commit it is a no-op.
+	discard()
+}
+
+// backend is one storage engine under the shared key layout.
+type backend interface {
+	// view runs fn over committed state that includes at least shard's
+	// keys (the memory backend keeps one tree per shard).
+	view(shard int, fn func(kvReader) error) error
+	// begin starts a write transaction for shard. Only the shard's writer
+	// calls it, and it has at most one transaction open at a time.
+	begin(shard int) kvTxn
+	close() error
+}
+
+// errTxnTooBig says a transaction cannot take another write; the writer
+// commits what it has and goes on in a new transaction.
+var errTxnTooBig = errors.New("storage: transaction too big")
+
+// expiresAt converts an expiry time to whole Unix seconds, rounded up so
+// that a key is never dropped before t. The zero time means no expiry.
+func expiresAt(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	ms := t.UnixMilli()
+	if ms <= 0 {
+		return 1 // long expired, but 0 would mean never
+	}
+	return uint64((ms + 999) / 1000)
+}
+
+// kvWrite is one buffered write of an overlay.
+type kvWrite struct {
+	key, value []byte
+	expiresAt  uint64
+	deleted    bool
+}
+
+// overlay buffers one command's writes over the batch transaction, so that
+// a command that fails writes nothing. Reads see the overlay first, then
+// the transaction (earlier commands of the batch), then committed state.
+type overlay struct {
+	base   kvGetter
+	writes []kvWrite
+	latest map[string]int // key → index in writes of its latest write
+}
+
+func newOverlay(base kvGetter) *overlay {
+	return &overlay{base: base}
+}
+
+func (o *overlay) get(key []byte) ([]byte, bool, error) {
+	if i, ok := o.latest[string(key)]; ok {
+		w := o.writes[i]
+		if w.deleted {
+			return nil, false, nil
+		}
+		return w.value, true, nil
+	}
+	return o.base.get(key)
+}
+
+func (o *overlay) set(key, value []byte, expiresAt uint64) error {
+	o.put(kvWrite{key: key, value: value, expiresAt: expiresAt})
+	return nil
+}
+
+func (o *overlay) delete(key []byte) error {
+	o.put(kvWrite{key: key, deleted: true})
+	return nil
+}
+
+func (o *overlay) put(w kvWrite) {
+	if o.latest == nil {
+		o.latest = make(map[string]int)
+	}
+	o.latest[string(w.key)] = len(o.writes)
+	o.writes = append(o.writes, w)
+}
+
+// reset drops every buffered write.
+func (o *overlay) reset() {
+	o.writes = nil
+	o.latest = nil
+}
+
+// flush applies the latest write of every key to dst, in the order of
+// those latest writes. On error dst may hold some of them.
+func (o *overlay) flush(dst kvWriter) error {
+	for i, w := range o.writes {
+		if o.latest[string(w.key)] != i {
+			continue
+		}
+		var err error
+		if w.deleted {
+			err = dst.delete(w.key)
+		} else {
+			err = dst.set(w.key, w.value, w.expiresAt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
