@@ -1,0 +1,84 @@
+package client
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/quic-go/quic-go"
+)
+
+// SwitchNetwork moves the connection to a new local UDP address (e.g. the
+// address of the new interface after a Wi-Fi to cellular change; ":0" for
+// any): it opens a new socket, probes the path to the server from it and
+// switches the connection over (QUIC connection migration), keeping the
+// session and the requests in flight. Later connections use the new socket.
+//
+// When the server refuses the migration or the probe fails within ctx (or
+// RequestTimeout), the client closes the connection and reconnects from the
+// new socket; SwitchNetwork then returns the error that caused the
+// fallback. While disconnected it only makes the next connection use the
+// new socket.
+func (c *Client) SwitchNetwork(ctx context.Context, localAddr string) error {
+	c.migrateMu.Lock()
+	defer c.migrateMu.Unlock()
+	tr, err := newTransport(localAddr)
+	if err != nil {
+		return fmt.Errorf("client: switch network: %w", err)
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		closeTransport(tr)
+		return ErrClosed
+	}
+	s := c.sess
+	c.mu.Unlock()
+	addr := tr.Conn.LocalAddr().String()
+	if s == nil {
+		c.useTransport(tr)
+		return nil
+	}
+
+	pctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	path, err := s.conn.AddPath(tr)
+	if err == nil {
+		if err = path.Probe(pctx); err == nil {
+			err = path.Switch()
+		}
+		if err != nil {
+			path.Close()
+		}
+	}
+	if !c.useTransport(tr) {
+		return ErrClosed
+	}
+	if err != nil {
+		c.stats.migrationFailed.Add(1)
+		c.log.Warn("migration failed; reconnecting", "local_addr", addr, "err", err)
+		c.emit(Event{Kind: EventMigrationFailed, Addr: addr, Err: err})
+		s.conn.CloseWithError(0, "migration failed")
+		return fmt.Errorf("client: switch network to %s: %w (reconnecting from there)", addr, err)
+	}
+	c.stats.migrations.Add(1)
+	c.log.Info("migrated", "local_addr", addr, "session", s.welcome.GetSessionId())
+	c.emit(Event{Kind: EventMigrated, Addr: addr})
+	return nil
+}
+
+// useTransport makes tr the transport of later dials and retires the old
+// one: it stays open while a connection may still be registered with it
+// (closing a quic.Transport destroys its connections) and run closes it
+// between sessions. It reports false, closing tr, when the client is
+// closed.
+func (c *Client) useTransport(tr *quic.Transport) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.tr == nil {
+		closeTransport(tr)
+		return false
+	}
+	c.retired = append(c.retired, c.tr)
+	c.tr = tr
+	return true
+}

@@ -1,0 +1,253 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ternhq/tern/wire"
+)
+
+// wakePull asks the pull loop for a round; requests coalesce.
+func (c *Client) wakePull() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Sync pulls now and returns when the client has caught up with the mailbox
+// (every message handed over, the seq saved and acknowledged), when ctx is
+// done, or with the error that ended the round.
+func (c *Client) Sync(ctx context.Context) error {
+	ch := make(chan error, 1)
+	c.pullMu.Lock()
+	c.waiters = append(c.waiters, ch)
+	c.pullMu.Unlock()
+	c.wakePull()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("client: sync: %w", context.Cause(ctx))
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// pullLoop owns the local seq. It runs a round on every wake: after a
+// Welcome that shows new entries, on every Notify above the local seq, and
+// for Sync.
+func (c *Client) pullLoop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.wake:
+		}
+		c.pullMu.Lock()
+		waiters := c.waiters
+		c.waiters = nil
+		c.pullMu.Unlock()
+		err := c.pull(c.ctx)
+		if err != nil && c.ctx.Err() == nil {
+			c.log.Warn("pull failed", "seq", c.local.Load(), "err", err)
+		}
+		for _, w := range waiters {
+			w <- err
+		}
+	}
+}
+
+func (c *Client) syncRequest(after uint64) *wire.Request {
+	return &wire.Request{Req: &wire.Request_Sync{Sync: &wire.SyncRequest{After: after, Limit: uint32(c.cfg.SyncLimit)}}}
+}
+
+// pull is one round: pages until has_more is false, then an Ack.
+func (c *Client) pull(ctx context.Context) error {
+	stalls := 0
+	for {
+		before := c.local.Load()
+		resp, err := c.fetchPage(ctx)
+		if err != nil {
+			var we *wire.Error
+			if !errors.As(err, &we) || !we.ErrorCode().NeedsResync() {
+				return err
+			}
+			moved, err := c.resync(ctx, we)
+			if err != nil {
+				return err
+			}
+			if !moved {
+				stalls++
+				if !c.sleep(c.backoff(stalls)) {
+					return ErrClosed
+				}
+			}
+			continue
+		}
+		if err := c.applyPage(ctx, resp); err != nil {
+			return err
+		}
+		if !resp.GetHasMore() {
+			break
+		}
+		if c.local.Load() == before {
+			// has_more without progress: do not spin on a confused server.
+			stalls++
+			if !c.sleep(c.backoff(stalls)) {
+				return ErrClosed
+			}
+		}
+	}
+	return c.ackCaughtUp(ctx)
+}
+
+// fetchPage returns the page after the local seq: the Sync pipelined with the
+// Hello when the session has one, otherwise a new request.
+func (c *Client) fetchPage(ctx context.Context) (*wire.SyncResponse, error) {
+	attempt := func(ctx context.Context, s *session) (*wire.Response, error) {
+		if p := s.pending.Swap(nil); p != nil {
+			resp, err := s.readResponse(ctx, p.str)
+			if err == nil {
+				return resp, nil
+			}
+			if ctx.Err() != nil || s.conn.Context().Err() != nil {
+				return nil, err
+			}
+			c.log.Debug("pipelined sync failed; asking again", "err", err)
+		}
+		c.stats.syncs.Add(1)
+		return s.roundTrip(ctx, c.syncRequest(c.local.Load()), true)
+	}
+	resp, err := c.call(ctx, callOpts{name: "sync"}, attempt)
+	if err != nil {
+		return nil, err
+	}
+	r := resp.GetSync()
+	if r == nil {
+		return nil, errUnexpected("sync", resp)
+	}
+	return r, nil
+}
+
+// applyPage hands the page's new entries to the app in order and saves the
+// new seq. Entries at or below the local seq are skipped, so the app sees
+// every seq at most once per process.
+func (c *Client) applyPage(ctx context.Context, p *wire.SyncResponse) error {
+	local := c.local.Load()
+	// In account mode the page can start above the local seq: another
+	// device of the account acknowledged what lies between.
+	if from := p.GetFrom(); from > local {
+		local = from
+		c.local.Store(local)
+	}
+	c.mu.Lock()
+	self := c.user
+	c.mu.Unlock()
+	var interrupted error
+	for _, e := range p.GetEntries() {
+		seq := e.GetSeq()
+		if seq <= local {
+			continue
+		}
+		if seq != local+1 {
+			c.log.Warn("sync page has a gap", "seq", local, "next", seq)
+		}
+		if !c.deliver(ctx, newMessage(e, self)) {
+			interrupted = context.Cause(ctx)
+			break
+		}
+		local = seq
+		c.local.Store(local)
+	}
+	if err := c.persist(ctx, local); err != nil {
+		return err
+	}
+	return interrupted
+}
+
+func (c *Client) deliver(ctx context.Context, m Message) bool {
+	if c.cfg.OnMessage != nil {
+		c.cfg.OnMessage(m)
+		c.stats.messages.Add(1)
+		return true
+	}
+	select {
+	case c.msgs <- m:
+		c.stats.messages.Add(1)
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// persist saves seq, retrying with backoff: nothing is reported to the
+// server above what is saved. On Close it makes one last attempt.
+func (c *Client) persist(ctx context.Context, seq uint64) error {
+	if seq == c.saved.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	st := c.store
+	c.mu.Unlock()
+	for n := 1; ; n++ {
+		err := st.Save(seq)
+		if err == nil {
+			c.saved.Store(seq)
+			return nil
+		}
+		c.log.Error("seq save failed", "seq", seq, "err", err, "attempt", n)
+		if ctx.Err() != nil || !c.sleep(c.backoff(n)) {
+			return fmt.Errorf("client: save seq %d: %w", seq, err)
+		}
+	}
+}
+
+// resync accepts the gap a RESYNC_NEEDED answer reports. It reports false
+// when the answer did not concern the local seq (a pipelined Sync asked
+// from an older seq): the caller asks again.
+func (c *Client) resync(ctx context.Context, we *wire.Error) (bool, error) {
+	old := c.local.Load()
+	floor, head := we.GetFloor(), we.GetHead()
+	var next uint64
+	switch {
+	case floor > 0 && old+1 < floor:
+		next = floor - 1
+	case old > head:
+		next = head
+	default:
+		return false, nil
+	}
+	c.local.Store(next)
+	if err := c.persist(ctx, next); err != nil {
+		return false, err
+	}
+	c.stats.resyncs.Add(1)
+	c.log.Warn("resync", "old_seq", old, "new_seq", next, "floor", floor, "head", head)
+	c.emit(Event{Kind: EventResync, OldSeq: old, NewSeq: next})
+	return true, nil
+}
+
+// ackCaughtUp acknowledges the local seq once caught up, unless the server
+// already counts it. One attempt: the next Sync or Hello acknowledges too.
+func (c *Client) ackCaughtUp(ctx context.Context) error {
+	seq := c.saved.Load()
+	if seq <= c.acked.Load() {
+		return nil
+	}
+	req := &wire.Request{Req: &wire.Request_Ack{Ack: &wire.AckRequest{Seq: seq}}}
+	resp, err := c.call(ctx, callOpts{name: "ack", noWait: true}, plain(req, true))
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Debug("ack failed", "seq", seq, "err", err)
+		}
+		return nil
+	}
+	if r := resp.GetAck(); r != nil {
+		c.stats.acks.Add(1)
+		c.noteAcked(max(r.GetAcked(), seq))
+	}
+	return nil
+}

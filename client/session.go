@@ -1,0 +1,192 @@
+package client
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/ternhq/tern/wire"
+)
+
+// minReadFrame is the smallest limit on frames the client reads, whatever
+// the server announces.
+const minReadFrame = 1 << 20
+
+func maxReadFrame(announced uint32) int { return max(int(announced), minReadFrame) }
+
+// cancelCode is the stream error code of requests the client abandons
+// (context done, attempt timed out). The protocol has no CANCELLED code; 0
+// says "no error, not interested any more".
+const cancelCode quic.StreamErrorCode = 0
+
+// session is one connection that got a Welcome.
+type session struct {
+	conn     *quic.Conn
+	str      *quic.Stream // the session stream
+	welcome  *wire.Welcome
+	maxWrite int // bound on the frames the client writes
+	maxRead  int // bound on the frames the client reads
+	started  time.Time
+
+	wmu     sync.Mutex                  // serialises writes on str after the Hello
+	pending atomic.Pointer[pendingSync] // the Sync pipelined with the Hello, until read
+
+	// Owned by the reader goroutine: it writes goAway and readErr, and
+	// closes readerDone when it returns.
+	goAway     chan *wire.GoAway // cap 1
+	readErr    error
+	readerDone chan struct{}
+
+	gone     chan struct{} // closed when the session is unpublished
+	goneOnce sync.Once
+}
+
+// pendingSync is a Sync request sent with the Hello whose response has not
+// been read.
+type pendingSync struct {
+	str   *quic.Stream
+	after uint64
+}
+
+func newSession(conn *quic.Conn, str *quic.Stream) *session {
+	return &session{
+		conn:       conn,
+		str:        str,
+		maxWrite:   wire.DefaultMaxFrameSize,
+		maxRead:    maxReadFrame(0),
+		goAway:     make(chan *wire.GoAway, 1),
+		readerDone: make(chan struct{}),
+		gone:       make(chan struct{}),
+	}
+}
+
+func (s *session) setWelcome(w *wire.Welcome) {
+	s.welcome = w
+	if n := int(w.GetMaxFrameSize()); n > 0 {
+		s.maxWrite = n
+	}
+	s.maxRead = maxReadFrame(w.GetMaxFrameSize())
+}
+
+// close closes the connection with code 0 and waits for the reader.
+func (s *session) close(reason string) {
+	s.conn.CloseWithError(0, reason)
+	<-s.readerDone
+}
+
+// endErr is why the session ended: what the reader saw, else the
+// connection's cause.
+func (s *session) endErr() error {
+	<-s.readerDone
+	if we := remoteError(context.Cause(s.conn.Context())); we != nil {
+		return we
+	}
+	var we *wire.Error
+	if errors.As(s.readErr, &we) {
+		return we
+	}
+	if err := context.Cause(s.conn.Context()); err != nil {
+		return err
+	}
+	return s.readErr
+}
+
+// writeSession writes one frame on the session stream.
+func (s *session) writeSession(ctx context.Context, m *wire.SessionUp) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if dl, ok := ctx.Deadline(); ok {
+		s.str.SetWriteDeadline(dl)
+		defer s.str.SetWriteDeadline(time.Time{})
+	}
+	return wire.WriteFrame(s.str, m)
+}
+
+// errRequestTooLarge builds the error for a request the server would refuse
+// for its size; it is returned without sending anything.
+func errRequestTooLarge(n, limit int) error {
+	return &wire.Error{
+		Code:    uint32(wire.CodeFrameTooLarge),
+		Message: fmt.Sprintf("request of %d bytes exceeds the server's frame limit of %d (checked by the client)", n, limit),
+	}
+}
+
+// startRequest opens a stream, writes req and closes the send side.
+func (s *session) startRequest(ctx context.Context, req *wire.Request) (*quic.Stream, error) {
+	buf, err := wire.AppendFrame(nil, req)
+	if err != nil {
+		return nil, err
+	}
+	if n, _ := binary.Uvarint(buf); n > uint64(s.maxWrite) {
+		return nil, errRequestTooLarge(int(n), s.maxWrite)
+	}
+	str, err := s.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { abortStream(str) })
+	defer stop()
+	if _, err := str.Write(buf); err != nil {
+		abortStream(str)
+		return nil, ctxOr(ctx, err)
+	}
+	if err := str.Close(); err != nil {
+		abortStream(str)
+		return nil, ctxOr(ctx, err)
+	}
+	return str, nil
+}
+
+// readResponse reads the one Response of a request stream.
+func (s *session) readResponse(ctx context.Context, str *quic.Stream) (*wire.Response, error) {
+	stop := context.AfterFunc(ctx, func() { abortStream(str) })
+	defer stop()
+	var resp wire.Response
+	if _, err := wire.ReadMessage(str, s.maxRead, nil, &resp); err != nil {
+		abortStream(str)
+		return nil, ctxOr(ctx, err)
+	}
+	// Read the FIN, so that quic-go can forget the stream.
+	var one [1]byte
+	if n, _ := str.Read(one[:]); n > 0 {
+		str.CancelRead(quic.StreamErrorCode(wire.CodeProtocolViolation))
+	}
+	return &resp, nil
+}
+
+// roundTrip runs one request on its own stream. A request that is not safe
+// to replay waits for the handshake, so that it never goes in 0-RTT data.
+func (s *session) roundTrip(ctx context.Context, req *wire.Request, replaySafe bool) (*wire.Response, error) {
+	if !replaySafe {
+		select {
+		case <-s.conn.HandshakeComplete():
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+	str, err := s.startRequest(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return s.readResponse(ctx, str)
+}
+
+func abortStream(str *quic.Stream) {
+	str.CancelWrite(cancelCode)
+	str.CancelRead(cancelCode)
+}
+
+// ctxOr returns ctx's cause when ctx is done (the stream error is then ours),
+// err otherwise.
+func ctxOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return err
+}
