@@ -16,7 +16,6 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/ternhq/tern/core"
 	"github.com/ternhq/tern/wire"
-	"google.golang.org/protobuf/proto"
 )
 
 // conn is one client connection and, once its Hello is accepted, its session.
@@ -463,8 +462,7 @@ func (c *conn) sync(ctx context.Context, req *wire.SyncRequest, resp *wire.Respo
 	size := 0
 	for i := range res.Entries {
 		we := toWireEntry(&res.Entries[i])
-		n := proto.Size(we)
-		size += n + 1 + varintLen(n)
+		size += we.SizeInSyncResponse()
 		if size > budget && len(out.Entries) > 0 {
 			out.HasMore = true
 			break
@@ -507,13 +505,4 @@ func newSessionID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-func varintLen(n int) int {
-	l := 1
-	for n >= 0x80 {
-		n >>= 7
-		l++
-	}
-	return l
 }
