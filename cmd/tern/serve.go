@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/ternhq/tern/core"
+	"github.com/ternhq/tern/edge"
+	"github.com/ternhq/tern/storage"
+)
+
+// serveConfig is tern serve's configuration: built-in defaults, then a JSON
+// file (--config), then flags. Durations are strings such as "30s".
+type serveConfig struct {
+	// Data is the data directory: database, signing key, dev certificate.
+	Data string `json:"data"`
+	// Listen is the QUIC (UDP) address.
+	Listen string `json:"listen"`
+	// HTTP is the address of /healthz and /metrics; "" or "off" disables it.
+	HTTP string `json:"http"`
+	// Cert and Key are PEM files; without them a self-signed development
+	// certificate is created under Data/tls.
+	Cert string `json:"cert"`
+	Key  string `json:"key"`
+	// TokenKeys are extra Ed25519 public keys (PEM) accepted for tokens,
+	// e.g. the app backend's; the key under Data/keys is always accepted.
+	TokenKeys []string `json:"token_keys"`
+	// Memory keeps all state in memory (development only: lost on exit).
+	Memory bool `json:"memory"`
+	// ReadyFile, when set, receives a JSON line with the bound addresses
+	// once the server is serving.
+	ReadyFile string `json:"ready_file"`
+	// DrainTimeout bounds the graceful drain on SIGTERM.
+	DrainTimeout duration `json:"drain_timeout"`
+	LogLevel     string   `json:"log_level"`
+	LogFormat    string   `json:"log_format"`
+
+	Core    coreConfig    `json:"core"`
+	Storage storageConfig `json:"storage"`
+	Edge    edgeConfig    `json:"edge"`
+}
+
+type coreConfig struct {
+	AckMode      string   `json:"ack_mode"`
+	RetainCount  int      `json:"retain_count"`
+	RetainAge    duration `json:"retain_age"`
+	DedupWindow  duration `json:"dedup_window"`
+	MaxBodySize  int      `json:"max_body_size"`
+	MaxGroupSize int      `json:"max_group_size"`
+	SendRate     float64  `json:"send_rate"`
+	SendBurst    int      `json:"send_burst"`
+}
+
+type storageConfig struct {
+	Shards   int `json:"shards"`
+	MaxBatch int `json:"max_batch"`
+}
+
+type edgeConfig struct {
+	MaxFrameSize int      `json:"max_frame_size"`
+	KeepAlive    duration `json:"keepalive"`
+	IdleTimeout  duration `json:"idle_timeout"`
+	MaxStreams   int64    `json:"max_streams"`
+	GoAwayJitter duration `json:"goaway_jitter"`
+}
+
+func defaultServeConfig() serveConfig {
+	return serveConfig{
+		Data:         "./tern-data",
+		Listen:       "127.0.0.1:4433",
+		HTTP:         "127.0.0.1:9090",
+		DrainTimeout: duration(10 * time.Second),
+		LogLevel:     "info",
+		LogFormat:    "text",
+	}
+}
+
+// duration is a time.Duration written as a string in JSON.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string such as \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	*d = duration(v)
+	return err
+}
+
+func (d duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// durationFlag binds a duration field to a flag.
+type durationFlag struct{ d *duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return "0s"
+	}
+	return time.Duration(*f.d).String()
+}
+func (f durationFlag) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	*f.d = duration(v)
+	return err
+}
+
+func loadServeConfig(args []string, stderr io.Writer) (serveConfig, error) {
+	cfg := defaultServeConfig()
+	if path := flagValue(args, "config"); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String("config", "", "JSON configuration file (flags override it); see docs/configuration.md")
+	fs.StringVar(&cfg.Data, "data", cfg.Data, "data directory")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "QUIC listen address (UDP)")
+	fs.StringVar(&cfg.HTTP, "http", cfg.HTTP, "address for /healthz and /metrics (\"off\" disables)")
+	fs.StringVar(&cfg.Cert, "cert", cfg.Cert, "TLS certificate (PEM); default: a development certificate under DATA/tls")
+	fs.StringVar(&cfg.Key, "key", cfg.Key, "TLS private key (PEM)")
+	fs.BoolVar(&cfg.Memory, "memory", cfg.Memory, "keep state in memory only (development)")
+	fs.StringVar(&cfg.ReadyFile, "ready-file", cfg.ReadyFile, "write the bound addresses as JSON to this file once serving")
+	fs.Var(durationFlag{&cfg.DrainTimeout}, "drain-timeout", "how long a graceful drain may take")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	fs.StringVar(&cfg.Core.AckMode, "ack-mode", cfg.Core.AckMode, "account (default) or device")
+	fs.IntVar(&cfg.Core.RetainCount, "retain-count", cfg.Core.RetainCount, "entries kept per mailbox (0: 100000, <0: unlimited)")
+	fs.Var(durationFlag{&cfg.Core.RetainAge}, "retain-age", "entries older than this are trimmed (0: 720h, <0: never)")
+	fs.Float64Var(&cfg.Core.SendRate, "send-rate", cfg.Core.SendRate, "messages/s per user (0: 100, <0: unlimited)")
+	fs.IntVar(&cfg.Core.SendBurst, "send-burst", cfg.Core.SendBurst, "burst above --send-rate (0: 500)")
+	fs.IntVar(&cfg.Storage.Shards, "shards", cfg.Storage.Shards, "storage shards, fixed when the data directory is created (0: default)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, usageError{fmt.Sprintf("serve: unexpected argument %q", fs.Arg(0))}
+	}
+	return cfg, nil
+}
+
+// flagValue finds -name V, --name V, -name=V or --name=V in args.
+func flagValue(args []string, name string) string {
+	for i, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if a == name && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := loadServeConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	return serve(ctx, cfg, log)
+}
+
+// ready is what --ready-file receives.
+type ready struct {
+	Listen string `json:"listen"`
+	HTTP   string `json:"http,omitempty"`
+	CA     string `json:"ca,omitempty"`
+	PID    int    `json:"pid"`
+}
+
+// serve runs the embedded gateway (edge + core + storage) until ctx is done,
+// then drains.
+func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	priv, err := edge.LoadOrCreateSigningKey(signingKeyPath(cfg.Data))
+	if err != nil {
+		return err
+	}
+	keys := []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)}
+	for _, f := range cfg.TokenKeys {
+		k, err := edge.LoadPublicKey(f)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
+	}
+	tlsConf, caFile, err := serverTLS(cfg)
+	if err != nil {
+		return err
+	}
+	ackMode, err := core.ParseAckMode(cfg.Core.AckMode)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := newPromMetrics(reg, log, core.MetricDescs, storage.MetricDescs, edge.MetricDescs)
+	if err != nil {
+		return err
+	}
+
+	sopts := storage.Options{Shards: cfg.Storage.Shards, MaxBatch: cfg.Storage.MaxBatch, Metrics: metrics, Logger: log.With("component", "storage")}
+	var store *storage.Store
+	if cfg.Memory {
+		store = storage.NewMemory(sopts)
+		log.Warn("state is kept in memory only and is lost on exit (--memory)")
+	} else {
+		store, err = storage.OpenBadger(filepath.Join(cfg.Data, "db"), sopts)
+		if err != nil {
+			return err
+		}
+	}
+	defer store.Close()
+
+	c, err := core.New(core.Config{
+		AckMode:      ackMode,
+		RetainCount:  cfg.Core.RetainCount,
+		RetainAge:    time.Duration(cfg.Core.RetainAge),
+		DedupWindow:  time.Duration(cfg.Core.DedupWindow),
+		MaxBodySize:  cfg.Core.MaxBodySize,
+		MaxGroupSize: cfg.Core.MaxGroupSize,
+		SendRate:     cfg.Core.SendRate,
+		SendBurst:    cfg.Core.SendBurst,
+		Logger:       log.With("component", "core"),
+		Metrics:      metrics,
+	}, store)
+	if err != nil {
+		return err
+	}
+	srv, err := edge.NewServer(edge.Config{
+		Auth:         &edge.TokenVerifier{Keys: keys},
+		MaxFrameSize: cfg.Edge.MaxFrameSize,
+		KeepAlive:    time.Duration(cfg.Edge.KeepAlive),
+		GoAwayJitter: time.Duration(cfg.Edge.GoAwayJitter),
+		Logger:       log.With("component", "edge"),
+		Metrics:      metrics,
+	}, c)
+	if err != nil {
+		return err
+	}
+	ln, err := edge.Listen(cfg.Listen, tlsConf, edge.QUICOptions{
+		IdleTimeout: time.Duration(cfg.Edge.IdleTimeout),
+		MaxStreams:  cfg.Edge.MaxStreams,
+	})
+	if err != nil {
+		return err
+	}
+	defer ln.CloseTransport()
+
+	var draining atomic.Bool
+	var httpSrv *http.Server
+	httpAddr := ""
+	if cfg.HTTP != "" && cfg.HTTP != "off" {
+		hl, err := net.Listen("tcp", cfg.HTTP)
+		if err != nil {
+			return fmt.Errorf("http listen: %w", err)
+		}
+		httpAddr = hl.Addr().String()
+		mux := http.NewServeMux()
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			if draining.Load() {
+				http.Error(w, "draining", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server", "err", err)
+			}
+		}()
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("tern serving", "listen", ln.Addr().String(), "http", httpAddr, "data", cfg.Data, "ca", caFile, "ack_mode", ackMode.String())
+	if cfg.ReadyFile != "" {
+		b, _ := json.Marshal(ready{Listen: ln.Addr().String(), HTTP: httpAddr, CA: caFile, PID: os.Getpid()})
+		if err := os.WriteFile(cfg.ReadyFile, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("ready file: %w", err)
+		}
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("draining", "timeout", time.Duration(cfg.DrainTimeout).String())
+	case runErr = <-serveErr:
+		log.Error("listener failed", "err", runErr)
+	}
+	draining.Store(true)
+	dctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.DrainTimeout))
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("drain cut short", "err", err)
+	}
+	if err := c.Close(dctx); err != nil {
+		log.Warn("core close", "err", err)
+	}
+	if httpSrv != nil {
+		httpSrv.Shutdown(dctx)
+	}
+	if err := store.Close(); err != nil {
+		log.Error("store close", "err", err)
+		if runErr == nil {
+			runErr = err
+		}
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+// serverTLS loads --cert/--key or the development certificate, and returns
+// the CA file a client should trust for the development certificate.
+func serverTLS(cfg serveConfig) (*tls.Config, string, error) {
+	if cfg.Cert != "" || cfg.Key != "" {
+		if cfg.Cert == "" || cfg.Key == "" {
+			return nil, "", usageError{"--cert and --key go together"}
+		}
+		c, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
+		if err != nil {
+			return nil, "", fmt.Errorf("tls: %w", err)
+		}
+		return edge.ServerTLSConfig(c), "", nil
+	}
+	c, caFile, err := edge.LoadOrCreateDevCert(filepath.Join(cfg.Data, "tls"))
+	if err != nil {
+		return nil, "", err
+	}
+	return edge.ServerTLSConfig(c), caFile, nil
+}
