@@ -28,6 +28,7 @@ type Client struct {
 	cfg      Config
 	log      *slog.Logger
 	tlsConf  *tls.Config
+	tickets  *sessionCache // tlsConf's session cache
 	quicConf *quic.Config
 	stats    counters
 
@@ -83,10 +84,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	tlsConf, tickets := cfg.tlsConfig()
 	c := &Client{
 		cfg:      cfg,
 		log:      cfg.Logger.With("addr", cfg.Addr),
-		tlsConf:  cfg.tlsConfig(),
+		tlsConf:  tlsConf,
+		tickets:  tickets,
 		quicConf: cfg.quicConfig(),
 		first:    make(chan error, 1),
 		halted:   make(chan struct{}),
@@ -145,7 +148,7 @@ func newTransport(localAddr string) (*quic.Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: listen udp: %w", err)
 	}
-	return &quic.Transport{Conn: udp}, nil
+	return &quic.Transport{Conn: &gatedConn{udp: udp}}, nil
 }
 
 // Close stops the client: it closes the connection with code 0, stops the
@@ -573,8 +576,18 @@ func (c *Client) connect() (*session, error) {
 	}
 	early := !c.cfg.Disable0RTT
 	var conn *quic.Conn
+	release := func() {}
 	if early {
+		// Hold the server's packets while the 0-RTT streams open (gate.go).
+		if gc, ok := tr.Conn.(*gatedConn); ok && !c.tlsConf.SessionTicketsDisabled {
+			release = gc.hold()
+		}
+		defer release()
+		c.tickets.setRelease(release)
+		fallback := time.AfterFunc(gateFallback, release)
 		conn, err = tr.DialEarly(ctx, raddr, c.tlsConf, c.dialQUICConfig())
+		fallback.Stop()
+		c.tickets.setRelease(nil)
 	} else {
 		conn, err = tr.Dial(ctx, raddr, c.tlsConf, c.dialQUICConfig())
 	}
@@ -586,12 +599,15 @@ func (c *Client) connect() (*session, error) {
 	defer abort()
 
 	zeroRTT := early && !isClosed(conn.HandshakeComplete())
-	s, err := c.hello(ctx, conn, token, zeroRTT)
+	if !zeroRTT {
+		release()
+	}
+	s, err := c.hello(ctx, conn, token, zeroRTT, release)
 	if zeroRTT && errors.Is(err, quic.Err0RTTRejected) {
 		c.stats.rejected0RTT.Add(1)
 		c.log.Info("0-RTT rejected; saying hello again")
 		if conn, err = conn.NextConnection(ctx); err == nil {
-			s, err = c.hello(ctx, conn, token, true)
+			s, err = c.hello(ctx, conn, token, true, release)
 		}
 	}
 	if err == nil {
@@ -638,8 +654,10 @@ func isClosed(ch <-chan struct{}) bool {
 }
 
 // hello opens the session stream, writes the Hello (and, with pipeline, the
-// first Sync on its own stream) and reads frames up to the Welcome.
-func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, pipeline bool) (*session, error) {
+// first Sync on its own stream), calls release once its streams are open,
+// and reads frames up to the Welcome.
+func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, pipeline bool, release func()) (*session, error) {
+	defer release()
 	str, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("client: open session stream: %w", err)
@@ -674,6 +692,7 @@ func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, pipel
 			c.log.Debug("pipelined sync failed", "err", err)
 		}
 	}
+	release()
 	if dl, ok := ctx.Deadline(); ok {
 		str.SetReadDeadline(dl)
 	}

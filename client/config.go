@@ -137,8 +137,8 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 // tlsConfig returns the TLS config every dial uses: the caller's, cloned, with
-// the protocol's requirements.
-func (c Config) tlsConfig() *tls.Config {
+// the protocol's requirements, and its session cache wrapped (see gate.go).
+func (c Config) tlsConfig() (*tls.Config, *sessionCache) {
 	var t *tls.Config
 	if c.TLS != nil {
 		t = c.TLS.Clone()
@@ -152,12 +152,14 @@ func (c Config) tlsConfig() *tls.Config {
 	if t.ClientSessionCache == nil {
 		t.ClientSessionCache = tls.NewLRUClientSessionCache(8)
 	}
+	cache := &sessionCache{ClientSessionCache: t.ClientSessionCache}
+	t.ClientSessionCache = cache
 	if t.ServerName == "" {
 		if host, _, err := net.SplitHostPort(c.Addr); err == nil {
 			t.ServerName = host
 		}
 	}
-	return t
+	return t, cache
 }
 
 // Default QUIC settings: a phone holds one connection with little data in
@@ -171,8 +173,7 @@ const (
 	defaultMaxConnWindow   = 4 << 20
 )
 
-// quicConfig returns the QUIC config every dial uses; keepalive is the
-// period to use when the caller did not set one.
+// quicConfig returns the QUIC config every dial uses.
 func (c Config) quicConfig() *quic.Config {
 	var q *quic.Config
 	if c.QUIC != nil {
