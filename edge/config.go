@@ -104,6 +104,10 @@ type QUICOptions struct {
 	// Disable0RTT refuses 0-RTT data. Default: 0-RTT is accepted (replay is
 	// safe for the requests a client puts there; see docs/protocol.md).
 	Disable0RTT bool
+	// Secrets, when set, make stateless resets, address tokens and TLS
+	// session tickets survive restarts (see Secrets). Default: fresh random
+	// keys per listener.
+	Secrets *Secrets
 }
 
 // QUICConfig returns the quic-go configuration for a Tern listener.
@@ -165,6 +169,12 @@ func Listen(addr string, tlsConf *tls.Config, o QUICOptions) (*Listener, error) 
 // ListenOn is Listen over a socket the caller opened (and keeps owning).
 func ListenOn(pc net.PacketConn, tlsConf *tls.Config, o QUICOptions) (*Listener, error) {
 	tr := &quic.Transport{Conn: pc}
+	if o.Secrets != nil {
+		tr.StatelessResetKey = &o.Secrets.StatelessReset
+		tr.TokenGeneratorKey = &o.Secrets.TokenGenerator
+		tlsConf = tlsConf.Clone()
+		o.Secrets.apply(tlsConf)
+	}
 	ln, err := tr.ListenEarly(tlsConf, o.QUICConfig())
 	if err != nil {
 		return nil, fmt.Errorf("edge: listen: %w", err)

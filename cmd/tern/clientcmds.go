@@ -266,4 +266,3 @@ func cmdBlock(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	return nil
 }
-

@@ -66,6 +66,10 @@ type coreConfig struct {
 	MaxGroupSize int      `json:"max_group_size"`
 	SendRate     float64  `json:"send_rate"`
 	SendBurst    int      `json:"send_burst"`
+	SyncLimit    int      `json:"sync_limit"`
+	// ForwardMaxInFlight bounds concurrent deliveries to recipients'
+	// mailboxes (0: 256).
+	ForwardMaxInFlight int `json:"forward_max_in_flight"`
 }
 
 type storageConfig struct {
@@ -268,6 +272,8 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		MaxGroupSize: cfg.Core.MaxGroupSize,
 		SendRate:     cfg.Core.SendRate,
 		SendBurst:    cfg.Core.SendBurst,
+		SyncLimit:    cfg.Core.SyncLimit,
+		Forward:      core.ForwardConfig{MaxInFlight: cfg.Core.ForwardMaxInFlight},
 		Logger:       log.With("component", "core"),
 		Metrics:      metrics,
 	}, store)
@@ -285,9 +291,14 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	secrets, err := edge.LoadOrCreateSecrets(filepath.Join(cfg.Data, "keys", "transport-secret"))
+	if err != nil {
+		return err
+	}
 	ln, err := edge.Listen(cfg.Listen, tlsConf, edge.QUICOptions{
 		IdleTimeout: time.Duration(cfg.Edge.IdleTimeout),
 		MaxStreams:  cfg.Edge.MaxStreams,
+		Secrets:     secrets,
 	})
 	if err != nil {
 		return err

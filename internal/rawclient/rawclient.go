@@ -7,6 +7,7 @@ package rawclient
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -53,7 +54,7 @@ func Connect(ctx context.Context, addr string, tlsConf *tls.Config, hello *wire.
 	down, err := c.ReadSession()
 	if err != nil {
 		c.Close()
-		return nil, err
+		return nil, AsWireError(err)
 	}
 	if e := down.GetError(); e != nil {
 		c.Close()
@@ -64,6 +65,17 @@ func Connect(ctx context.Context, addr string, tlsConf *tls.Config, hello *wire.
 		return nil, fmt.Errorf("rawclient: first session frame is %T, want Welcome", down.Msg)
 	}
 	return c, nil
+}
+
+// AsWireError turns a connection closed with a QUIC application error into
+// the *wire.Error it carries: the server writes an Error frame and closes
+// with the same code, and the close can overtake the frame.
+func AsWireError(err error) error {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote {
+		return wire.NewError(wire.Code(ae.ErrorCode), ae.ErrorMessage)
+	}
+	return err
 }
 
 // ReadSession reads the next session frame.
