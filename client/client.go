@@ -363,7 +363,7 @@ func (c *Client) run() {
 			c.wakePull()
 		}
 
-		delay, err := c.serve(s)
+		goAway, err := c.serve(s)
 		if err != nil {
 			c.stop(err, true)
 			return
@@ -371,17 +371,19 @@ func (c *Client) run() {
 		if c.ctx.Err() != nil {
 			return
 		}
-		// A session that ended quickly counts as a failure, so that a server
-		// that accepts and drops connections is not hammered.
+		if goAway {
+			failures = 0 // serve waited as the server asked
+			continue
+		}
+		// Reconnect at once after a network blip, but count a session that
+		// ended quickly as a failure, so that a server that accepts and
+		// drops connections is not hammered.
 		if time.Since(s.started) < 2*time.Second {
 			failures++
 		} else {
 			failures = 0
 		}
-		if delay == 0 && failures > 0 {
-			delay = c.backoff(failures)
-		}
-		if !c.sleep(delay) {
+		if failures > 0 && !c.sleep(c.backoff(failures)) {
 			return
 		}
 	}
@@ -407,9 +409,11 @@ func (c *Client) stop(err error, connected bool) {
 	c.emit(Event{Kind: kind, Err: err})
 }
 
-// serve waits for the session to end. It returns the delay before the next
-// connection attempt, or a terminal error (SESSION_REPLACED).
-func (c *Client) serve(s *session) (time.Duration, error) {
+// serve waits for the session to end and closes it. After a GoAway it
+// waits the delay the server asked for (requests in flight may finish on the
+// old connection meanwhile; new ones wait for the next session) and reports
+// goAway. A terminal end (SESSION_REPLACED) is returned as an error.
+func (c *Client) serve(s *session) (goAway bool, err error) {
 	var ga *wire.GoAway
 	select {
 	case <-c.ctx.Done():
@@ -420,43 +424,33 @@ func (c *Client) serve(s *session) (time.Duration, error) {
 	c.unpublish(s)
 	if c.ctx.Err() != nil {
 		s.close("client closed")
-		return 0, nil
+		return false, nil
 	}
 	if ga != nil {
 		c.stats.goAways.Add(1)
 		code := wire.Code(ga.GetCode())
 		if code == wire.CodeSessionReplaced {
 			s.close("replaced")
-			return 0, &wire.Error{Code: ga.GetCode(), Message: ga.GetMessage()}
+			return true, &wire.Error{Code: ga.GetCode(), Message: ga.GetMessage()}
 		}
 		delay := time.Duration(ga.GetReconnectAfterMs()) * time.Millisecond
 		delay += rand.N(delay/4 + 10*time.Millisecond)
-		c.log.Info("goaway", "code", code, "delay", delay, "reason", ga.GetMessage())
-		c.emit(Event{Kind: EventGoAway, Code: code, Delay: delay})
-		// Requests in flight may finish on the old connection meanwhile;
-		// new ones wait for the next session.
-		ok := c.sleep(delay)
+		c.log.Info("goaway", "session", s.welcome.GetSessionId(), "code", code, "delay", delay, "reason", ga.GetMessage())
+		c.emit(Event{Kind: EventGoAway, Session: s.welcome.GetSessionId(), Code: code, Delay: delay})
+		c.sleep(delay)
 		s.close("go away")
-		if !ok {
-			return 0, nil
-		}
-		return 0, nil
+		return true, nil
 	}
 	s.close("")
 	cause := s.endErr()
-	if we := remoteError(cause); we != nil && we.ErrorCode() == wire.CodeSessionReplaced {
-		return 0, we
-	}
 	var we *wire.Error
 	if errors.As(cause, &we) && we.ErrorCode() == wire.CodeSessionReplaced {
-		return 0, we
+		return false, we
 	}
 	c.stats.disconnects.Add(1)
 	c.log.Info("disconnected", "session", s.welcome.GetSessionId(), "err", cause)
 	c.emit(Event{Kind: EventDisconnected, Err: cause, Session: s.welcome.GetSessionId()})
-	// Reconnect at once (a network blip); run adds backoff when sessions
-	// keep ending quickly.
-	return 0, nil
+	return false, nil
 }
 
 func (c *Client) publish(s *session) {

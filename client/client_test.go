@@ -241,22 +241,53 @@ func TestPagination(t *testing.T) {
 }
 
 // The worked example of DESIGN.md, on the client side: at 100 with the
-// server at 150 the client gets 101..150 and stores 150; then 151..200.
+// server at 150 the client gets 101..150 and stores 150; then 151..200. In
+// account mode a second device that reports 120 after the server confirmed
+// 150 gets 151..200, never 121..150.
 func TestWorkedExample(t *testing.T) {
-	f := newFakeServer(t)
-	f.appendN("bob", 150)
-	store := NewMemorySeqStore(100)
-	cfg := f.testConfig(t, "bob/phone")
-	cfg.SeqStore = store
-	bob := dial(t, cfg)
-	checkSeqs(t, recv(t, bob, 50), 101)
-	waitFor(t, "seq 150 stored", func() bool { seq, _ := store.Load(); return seq == 150 })
-	f.appendN("bob", 50)
-	checkSeqs(t, recv(t, bob, 50), 151)
-	waitFor(t, "seq 200 acknowledged", func() bool { return f.cursor("bob", "phone") == 200 })
-	f.do(func(f *fakeServer) {
-		if got := f.hellos[0].GetSeqCli(); got != 100 {
-			t.Errorf("hello reported seq %d, want 100", got)
+	t.Run("one device", func(t *testing.T) {
+		f := newFakeServer(t)
+		f.appendN("bob", 150)
+		store := NewMemorySeqStore(100)
+		cfg := f.testConfig(t, "bob/phone")
+		cfg.SeqStore = store
+		bob := dial(t, cfg)
+		checkSeqs(t, recv(t, bob, 50), 101)
+		waitFor(t, "seq 150 stored", func() bool { seq, _ := store.Load(); return seq == 150 })
+		f.appendN("bob", 50)
+		checkSeqs(t, recv(t, bob, 50), 151)
+		waitFor(t, "seq 200 acknowledged", func() bool { return f.cursor("bob", "phone") == 200 })
+		f.do(func(f *fakeServer) {
+			if got := f.hellos[0].GetSeqCli(); got != 100 {
+				t.Errorf("hello reported seq %d, want 100", got)
+			}
+		})
+	})
+	t.Run("account mode, second device", func(t *testing.T) {
+		f := newFakeServer(t)
+		f.do(func(f *fakeServer) { f.account = true })
+		f.appendN("bob", 150)
+		cfg := f.testConfig(t, "bob/phone")
+		cfg.SeqStore = NewMemorySeqStore(100)
+		phone := dial(t, cfg)
+		checkSeqs(t, recv(t, phone, 50), 101)
+		waitFor(t, "150 acknowledged", func() bool {
+			var acked uint64
+			f.do(func(f *fakeServer) { acked = f.box("bob").acked })
+			return acked == 150
+		})
+		phone.Close()
+
+		f.appendN("bob", 50)
+		var evs events
+		cfg = f.testConfig(t, "bob/tablet")
+		cfg.SeqStore = NewMemorySeqStore(120)
+		cfg.OnEvent = evs.add
+		tablet := dial(t, cfg)
+		checkSeqs(t, recv(t, tablet, 50), 151)
+		expectNone(t, tablet)
+		if tablet.Seq() != 200 || len(evs.of(EventResync)) != 0 {
+			t.Fatalf("seq %d, resyncs %+v", tablet.Seq(), evs.of(EventResync))
 		}
 	})
 }

@@ -45,7 +45,8 @@ type fakeServer struct {
 
 	mu        sync.Mutex
 	ln        *quic.EarlyListener
-	limit     int // the largest page, in entries
+	limit     int  // the largest page, in entries
+	account   bool // account ack mode instead of device mode
 	boxes     map[string]*fakeBox
 	dedup     map[string]*wire.SendResponse // device + "\x00" + client_msg_id
 	groups    map[string][]string           // group → members, the owner first
@@ -68,6 +69,7 @@ type fakeBox struct {
 	entries []*wire.Entry // entries[i].Seq == i+1
 	floor   uint64        // lowest retained seq
 	cursors map[string]uint64
+	acked   uint64 // the account's acknowledged seq (account mode)
 }
 
 func (b *fakeBox) head() uint64 { return uint64(len(b.entries)) }
@@ -286,9 +288,24 @@ func (f *fakeServer) serveConn(conn *quic.Conn) {
 	}
 }
 
+// fail writes e on the session stream and closes the connection with its
+// code. A Hello that came in 0-RTT data is answered before the handshake
+// completes, and QUIC sends an application close made then as a bare
+// APPLICATION_ERROR without the code (RFC 9000 §10.2.3), so fail waits for
+// the handshake, and then for the client to close after reading the frame.
 func (f *fakeServer) fail(conn *quic.Conn, str *quic.Stream, e *wire.Error) {
+	select {
+	case <-conn.HandshakeComplete():
+	case <-conn.Context().Done():
+	case <-time.After(5 * time.Second):
+	}
 	str.SetWriteDeadline(time.Now().Add(time.Second))
 	wire.WriteFrame(str, &wire.SessionDown{Msg: &wire.SessionDown_Error{Error: e}})
+	str.Close()
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(time.Second):
+	}
 	conn.CloseWithError(quic.ApplicationErrorCode(e.GetCode()), e.GetMessage())
 }
 
@@ -395,6 +412,10 @@ func (f *fakeServer) handle(s *fakeSession, req *wire.Request) (resp *wire.Respo
 		b := f.box(s.user)
 		seq := min(r.Ack.GetSeq(), b.head())
 		b.cursors[s.device] = max(b.cursors[s.device], seq)
+		b.acked = max(b.acked, seq)
+		if f.account {
+			return &wire.Response{Resp: &wire.Response_Ack{Ack: &wire.AckResponse{Acked: b.acked}}}, false
+		}
 		return &wire.Response{Resp: &wire.Response_Ack{Ack: &wire.AckResponse{Acked: b.cursors[s.device]}}}, false
 	case *wire.Request_Group:
 		return f.group(s, r.Group), false
@@ -495,13 +516,18 @@ func (f *fakeServer) sync(s *fakeSession, r *wire.SyncRequest) *wire.Response {
 		return errResp(&wire.Error{Code: uint32(wire.CodeResyncNeeded), Message: "resync", Floor: b.floor, Head: head})
 	}
 	b.cursors[s.device] = max(b.cursors[s.device], after)
+	from := after
+	if f.account {
+		b.acked = max(b.acked, after)
+		from = b.acked
+	}
 	limit := f.limit
 	if l := int(r.GetLimit()); l > 0 && l < limit {
 		limit = l
 	}
-	end := min(after+uint64(limit), head)
-	page := &wire.SyncResponse{Head: head, Floor: b.floor, From: after, HasMore: end < head}
-	for seq := after + 1; seq <= end; seq++ {
+	end := min(from+uint64(limit), head)
+	page := &wire.SyncResponse{Head: head, Floor: b.floor, From: from, HasMore: end < head}
+	for seq := from + 1; seq <= end; seq++ {
 		page.Entries = append(page.Entries, b.entries[seq-1])
 	}
 	return &wire.Response{Resp: &wire.Response_Sync{Sync: page}}
