@@ -498,7 +498,7 @@ func TestGoAway(t *testing.T) {
 	cfg.OnEvent = evs.add
 	bob := dial(t, cfg)
 	f.goAway("bob", wire.CodeShuttingDown, 50*time.Millisecond)
-	waitFor(t, "reconnect after goaway", func() bool { return bob.Stats().Connects == 2 })
+	waitFor(t, "reconnect after goaway", func() bool { return len(evs.of(EventConnected)) == 2 })
 	gas := evs.of(EventGoAway)
 	if len(gas) != 1 || gas[0].Code != wire.CodeShuttingDown || gas[0].Delay < 50*time.Millisecond {
 		t.Fatalf("goaway events %+v", gas)

@@ -59,7 +59,10 @@ func (c *Client) call(ctx context.Context, o callOpts, attempt attemptFunc) (*wi
 			}
 		}
 		if ctx.Err() != nil {
-			return nil, callErr(o.name, context.Cause(ctx), err)
+			if !errors.Is(err, context.Cause(ctx)) {
+				last = err
+			}
+			return nil, callErr(o.name, context.Cause(ctx), last)
 		}
 		last = err
 		if o.noWait {
