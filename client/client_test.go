@@ -608,6 +608,32 @@ func TestZeroRTT(t *testing.T) {
 	}
 }
 
+// An app that keeps its TLS session cache across clients (or processes)
+// says Hello in 0-RTT data on a client's first connection.
+func TestZeroRTTSharedCache(t *testing.T) {
+	f := newFakeServer(t)
+	cache := &ticketCache{ClientSessionCache: tls.NewLRUClientSessionCache(4), puts: make(chan struct{}, 1)}
+	cfg := f.testConfig(t, "bob/phone")
+	cfg.TLS.ClientSessionCache = cache
+	first := dial(t, cfg)
+	select {
+	case <-cache.puts:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no session ticket")
+	}
+	f.appendN("bob", 2)
+	checkSeqs(t, recv(t, first, 2), 1)
+	waitFor(t, "seq 2", func() bool { return first.Seq() == 2 })
+	first.Close()
+
+	f.appendN("bob", 1)
+	second := dial(t, cfg)
+	checkSeqs(t, recv(t, second, 1), 3)
+	if st := second.Stats(); st.Handshakes != 0 || st.Resumed != 1 || st.Used0RTT != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 func TestTokens(t *testing.T) {
 	t.Run("unauthenticated", func(t *testing.T) {
 		f := newFakeServer(t)

@@ -18,7 +18,10 @@ func (c *Client) wakePull() {
 
 // Sync pulls now and returns when the client has caught up with the mailbox
 // (every message handed over, the seq saved and acknowledged), when ctx is
-// done, or with the error that ended the round.
+// done, or with the error that ended the round. While disconnected it waits
+// for the next session. Messages are handed over as usual, so Sync must not
+// be called from the goroutine that reads Messages() when more messages than
+// the channel holds may be waiting.
 func (c *Client) Sync(ctx context.Context) error {
 	ch := make(chan error, 1)
 	c.pullMu.Lock()

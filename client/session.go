@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,9 @@ import (
 const minReadFrame = 1 << 20
 
 func maxReadFrame(announced uint32) int { return max(int(announced), minReadFrame) }
+
+// finWait bounds the wait for a request stream's FIN after its Response.
+const finWait = 100 * time.Millisecond
 
 // cancelCode is the stream error code of requests the client abandons
 // (context done, attempt timed out). The protocol has no CANCELLED code; 0
@@ -152,10 +156,12 @@ func (s *session) readResponse(ctx context.Context, str *quic.Stream) (*wire.Res
 		abortStream(str)
 		return nil, ctxOr(ctx, err)
 	}
-	// Read the FIN, so that quic-go can forget the stream.
+	// Read the FIN (it normally came with the frame), so that quic-go can
+	// forget the stream; a server that holds it back is not waited for.
+	str.SetReadDeadline(time.Now().Add(finWait))
 	var one [1]byte
-	if n, _ := str.Read(one[:]); n > 0 {
-		str.CancelRead(quic.StreamErrorCode(wire.CodeProtocolViolation))
+	if n, err := str.Read(one[:]); n > 0 || !errors.Is(err, io.EOF) {
+		str.CancelRead(cancelCode)
 	}
 	return &resp, nil
 }
