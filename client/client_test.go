@@ -815,6 +815,51 @@ func TestSwitchNetwork(t *testing.T) {
 	}
 }
 
+func TestSwitchNetworkFallback(t *testing.T) {
+	f := newFakeServer(t)
+	var evs events
+	cfg := f.testConfig(t, "bob/phone")
+	cfg.OnEvent = evs.add
+	bob := dial(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the probe cannot succeed
+	if err := bob.SwitchNetwork(ctx, "127.0.0.1:0"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v", err)
+	}
+	fails := evs.of(EventMigrationFailed)
+	if len(fails) != 1 {
+		t.Fatalf("events %+v", evs.evs)
+	}
+	waitFor(t, "reconnect", func() bool { return len(evs.of(EventConnected)) == 2 })
+	if _, err := bob.Ack(testCtx(t), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.remoteAddr("bob"); got != fails[0].Addr {
+		t.Fatalf("reconnected from %s, want %s", got, fails[0].Addr)
+	}
+	if st := bob.Stats(); st.MigrationFailures != 1 || st.Migrations != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A token the server stops accepting stops the client at its next connect.
+func TestStoppedOnTerminalReconnect(t *testing.T) {
+	f := newFakeServer(t)
+	var evs events
+	cfg := f.testConfig(t, "bob/phone")
+	cfg.OnEvent = evs.add
+	bob := dial(t, cfg)
+	f.do(func(f *fakeServer) { f.tokenErrs["bob/phone"] = wire.NewError(wire.CodeUnauthenticated, "revoked") })
+	f.kick("bob", 0)
+	waitFor(t, "stop", func() bool { return len(evs.of(EventStopped)) == 1 })
+	if errCode(bob.Err()) != wire.CodeUnauthenticated || errCode(evs.of(EventStopped)[0].Err) != wire.CodeUnauthenticated {
+		t.Fatalf("Err() = %v", bob.Err())
+	}
+	if _, err := bob.Send(testCtx(t), "alice", nil); errCode(err) != wire.CodeUnauthenticated {
+		t.Fatalf("send: %v", err)
+	}
+}
+
 func (f *fakeServer) remoteAddr(user string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
