@@ -470,13 +470,6 @@ func (c *Client) unpublish(s *session) {
 	s.goneOnce.Do(func() { close(s.gone) })
 }
 
-// current returns the published session, nil while disconnected.
-func (c *Client) current() *session {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.sess
-}
-
 // errNotConnected is returned by acquire with noWait while disconnected.
 var errNotConnected = errors.New("client: not connected")
 
