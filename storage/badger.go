@@ -123,13 +123,18 @@ func (b *badgerBackend) view(_ int, fn func(kvReader) error) error {
 	return b.db.View(func(txn *badger.Txn) error { return fn(badgerTxn{txn}) })
 }
 
+func (b *badgerBackend) snapshot(int) kvSnapshot {
+	return badgerTxn{b.db.NewTransaction(false)}
+}
+
 func (b *badgerBackend) begin(int) kvTxn {
 	return badgerTxn{b.db.NewTransaction(true)}
 }
 
 func (b *badgerBackend) close() error { return b.db.Close() }
 
-// badgerTxn adapts a Badger transaction (read-only for views).
+// badgerTxn adapts a Badger transaction: a read-only one for views and
+// snapshots, a write-only one for the writer's commits.
 type badgerTxn struct {
 	txn *badger.Txn
 }
@@ -179,9 +184,13 @@ func (t badgerTxn) delete(key []byte) error {
 	return badgerErr(t.txn.Delete(key))
 }
 
-func (t badgerTxn) commit() error { return badgerErr(t.txn.Commit()) }
+func (t badgerTxn) commit(done func(error)) {
+	t.txn.CommitWith(func(err error) { done(badgerErr(err)) })
+}
 
 func (t badgerTxn) discard() { t.txn.Discard() }
+
+func (t badgerTxn) release() { t.txn.Discard() }
 
 func badgerErr(err error) error {
 	if errors.Is(err, badger.ErrTxnTooBig) {

@@ -26,14 +26,19 @@
 // keys: Apply puts the command on the shard's bounded queue (failing fast
 // with core.ErrOverloaded when it is full), and the writer takes the first
 // queued command, drains what else is queued (up to Options.MaxBatch),
-// applies them one after another in a single transaction and commits it
-// once (one fsync) while the next batch queues. Each command writes into its
-// own overlay first, so a command whose Apply fails writes nothing and the
-// batch goes on; when Badger refuses a transaction as too big, the writer
-// commits what it has and goes on in a new one, never splitting a command.
-// Callers get their result only after their transaction committed; a failed
-// commit fails every command in it. Because shards have disjoint keys and
-// one writer each, Badger's conflict detection is off.
+// applies them one after another and commits them in a single transaction
+// (one fsync). Commits are pipelined one deep: while a transaction commits,
+// the writer applies the next batch over its writes, and commits that batch
+// once the first returned (applying it again if the first failed).
+//
+// Each command writes into its own overlay first, so a command whose Apply
+// fails writes nothing and the batch goes on. When Badger refuses a
+// transaction as too big, the writer commits what fits and goes on in a new
+// one; a command is never split, and one too big on its own fails. Callers
+// get their result only after their transaction committed, from the
+// goroutine that completed the commit; a failed commit fails every command
+// in it. Because shards have disjoint keys and one writer each, Badger's
+// conflict detection is off.
 //
 // Reads (Head, Entries, ...) see committed state only, in a read
 // transaction (memory: a snapshot taken with one atomic load). Outbox and
@@ -41,8 +46,8 @@
 // any lock, so fn may call back into the store.
 //
 // Close stops accepting commands (Apply returns core.ErrClosed), lets each
-// writer apply what is already queued, waits for the writers to return,
-// then waits for reads in progress and closes the database.
+// writer apply and commit what is already queued, waits for the writers to
+// return, then waits for reads in progress and closes the database.
 //
 // # Expiry
 //

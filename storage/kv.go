@@ -15,12 +15,9 @@ type kvGetter interface {
 	get(key []byte) (value []byte, ok bool, err error)
 }
 
-// kvWriter is a transaction's writes.
+// kvWriter is what a command's state reads and writes.
 type kvWriter interface {
 	kvGetter
-	// set stores value (which the store may keep; the caller must not
-	// change it) under key. expiresAt is a Unix time in seconds after
-	// which the store may drop the key; 0 means never.
 	set(key, value []byte, expiresAt uint64) error
 	delete(key []byte) error
 }
@@ -34,12 +31,27 @@ type kvReader interface {
 	scan(prefix, start []byte, fn func(key, value []byte) (bool, error)) error
 }
 
-// kvTxn is the batch transaction a shard's writer fills and commits.
+// kvSnapshot is a read view of committed state that the writer holds
+// between commits.
+type kvSnapshot interface {
+	kvGetter
+	release()
+}
+
+// kvTxn is a write transaction the writer fills and commits. Reads do not
+// go through it: the writer reads its own layers over a snapshot.
 type kvTxn interface {
-	kvWriter
-	// commit makes the writes durable (Badger: fsync'd) and visible.
-	commit() error
-	// discard drops the writes; after commit it is a no-op.
+	// set stores value (which the store may keep; the caller must not
+	// change it) under key. expiresAt is a Unix time in seconds after
+	// which the store may drop the key; 0 means never. errTxnTooBig
+	// means the transaction cannot take it.
+	set(key, value []byte, expiresAt uint64) error
+	delete(key []byte) error
+	// commit makes the writes durable (Badger: fsync'd) and visible, then
+	// calls done with the outcome, exactly once, possibly on another
+	// goroutine and possibly before commit returns.
+	commit(done func(error))
+	// discard drops the writes of a transaction that is not committed.
 	discard()
 }
 
@@ -48,8 +60,10 @@ type backend interface {
 	// view runs fn over committed state that includes at least shard's
 	// keys (the memory backend keeps one tree per shard).
 	view(shard int, fn func(kvReader) error) error
+	// snapshot returns a view of shard's committed state as of now.
+	snapshot(shard int) kvSnapshot
 	// begin starts a write transaction for shard. Only the shard's writer
-	// calls it, and it has at most one transaction open at a time.
+	// calls it.
 	begin(shard int) kvTxn
 	close() error
 }
@@ -128,7 +142,7 @@ func (o *overlay) reset() {
 
 // flush applies the latest write of every key to dst, in the order of
 // those latest writes. On error dst may hold some of them.
-func (o *overlay) flush(dst kvWriter) error {
+func (o *overlay) flush(dst kvTxn) error {
 	for i, w := range o.writes {
 		if o.latest[string(w.key)] != i {
 			continue
@@ -144,4 +158,39 @@ func (o *overlay) flush(dst kvWriter) error {
 		}
 	}
 	return nil
+}
+
+// layer is the merged writes of several commands, which later commands
+// read before the state under it.
+type layer struct {
+	writes map[string]kvWrite
+}
+
+func newLayer() *layer { return &layer{writes: make(map[string]kvWrite)} }
+
+// add merges o's writes over the layer's.
+func (l *layer) add(o *overlay) {
+	for i, w := range o.writes {
+		if o.latest[string(w.key)] == i {
+			l.writes[string(w.key)] = w
+		}
+	}
+}
+
+// layers reads through a stack of layers, top first, then base.
+type layers struct {
+	top  []*layer
+	base kvGetter
+}
+
+func (ls layers) get(key []byte) ([]byte, bool, error) {
+	for _, l := range ls.top {
+		if w, ok := l.writes[string(key)]; ok {
+			if w.deleted {
+				return nil, false, nil
+			}
+			return w.value, true, nil
+		}
+	}
+	return ls.base.get(key)
 }

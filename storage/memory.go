@@ -36,9 +36,13 @@ func (m *memBackend) view(shard int, fn func(kvReader) error) error {
 	return fn(memView{root: m.shards[shard].Load()})
 }
 
+func (m *memBackend) snapshot(shard int) kvSnapshot {
+	return memView{root: m.shards[shard].Load()}
+}
+
 func (m *memBackend) begin(shard int) kvTxn {
 	root := m.shards[shard].Load()
-	return &memTxn{memView: memView{root: root}, published: &m.shards[shard]}
+	return &memTxn{root: root, published: &m.shards[shard]}
 }
 
 func (m *memBackend) close() error { return nil }
@@ -47,6 +51,8 @@ func (m *memBackend) close() error { return nil }
 type memView struct {
 	root *treapNode
 }
+
+func (memView) release() {}
 
 func (v memView) get(key []byte) ([]byte, bool, error) {
 	n := v.root
@@ -80,8 +86,9 @@ func (v memView) scan(prefix, start []byte, fn func(key, value []byte) (bool, er
 }
 
 // memTxn is a write transaction: its own tree version until commit.
+// Commits are atomic but not durable, and done is called at once.
 type memTxn struct {
-	memView
+	root      *treapNode
 	published *atomic.Pointer[treapNode]
 }
 
@@ -95,9 +102,9 @@ func (t *memTxn) delete(key []byte) error {
 	return nil
 }
 
-func (t *memTxn) commit() error {
+func (t *memTxn) commit(done func(error)) {
 	t.published.Store(t.root)
-	return nil
+	done(nil)
 }
 
 func (t *memTxn) discard() {}

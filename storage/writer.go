@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,7 +13,7 @@ import (
 type request struct {
 	ctx  context.Context
 	cmd  core.Command
-	done chan outcome // buffered (1): the writer never blocks on it
+	done chan outcome // buffered (1): nobody ever blocks on it
 }
 
 type outcome struct {
@@ -24,8 +23,13 @@ type outcome struct {
 
 // shardWriter owns every write of one shard. Its run goroutine takes the
 // first queued command, drains whatever else is queued (up to maxBatch)
-// without waiting, applies them all in one transaction and commits it once,
-// while the next batch accumulates in the queue.
+// without waiting, applies them all and commits them in one transaction.
+//
+// Commits are pipelined one deep: while batch N commits (and fsyncs), run
+// already applies batch N+1, reading N's writes from N's layer; it commits
+// N+1 only after N's commit returned, and if N's commit failed it applies
+// N+1 again over the committed state. Each request is answered (from the
+// goroutine that completes the commit) once its transaction committed.
 type shardWriter struct {
 	be       backend
 	shard    int
@@ -36,26 +40,32 @@ type shardWriter struct {
 
 	queue chan *request // closed by Store.Close; run drains it and returns
 
-	applied uint64 // owned by run: the applied index, including the open transaction
+	// Owned by run.
+	applied  uint64       // applied index of the last command applied (committed, in flight or not)
+	snap     kvSnapshot   // committed state as of the last commit that returned; nil until needed
+	inflight *inflightTxn // the transaction being committed, or nil
 }
 
-// appliedCmd is a command whose Apply has run: its result and the writes it
-// made (none when it failed), the applied index included.
+// appliedCmd is a command whose Apply has run: its result and its writes
+// (none when it failed), the applied index included.
 type appliedCmd struct {
 	req    *request
 	res    core.Result
 	err    error
 	writes *overlay
+	index  uint64 // the applied index it writes
 }
 
-// openTxn is the transaction a batch is being written into.
-type openTxn struct {
-	kv   kvTxn
-	base uint64 // applied index before it
-	cmds []*appliedCmd
+// inflightTxn is a transaction whose commit has started.
+type inflightTxn struct {
+	layer *layer        // its writes, for the commands applied meanwhile
+	base  uint64        // applied index before it
+	done  chan struct{} // closed when the commit returned and its commands were answered
+	err   error         // the commit's error; read after done
 }
 
 func (w *shardWriter) run() {
+	defer w.releaseSnapshot()
 	batch := make([]*request, 0, w.maxBatch)
 	for first := range w.queue {
 		batch = append(batch[:0], first)
@@ -71,38 +81,54 @@ func (w *shardWriter) run() {
 				break drain
 			}
 		}
-		w.applyBatch(batch)
+		w.process(batch)
 		clear(batch)
 	}
+	w.settle()
 }
 
-func (w *shardWriter) begin() *openTxn {
-	return &openTxn{kv: w.be.begin(w.shard), base: w.applied}
-}
-
-// applyBatch applies batch in one transaction, or more when it does not fit
-// in one, and answers every request after its transaction committed.
-func (w *shardWriter) applyBatch(batch []*request) {
-	t := w.begin()
+// process applies batch and starts its commit.
+func (w *shardWriter) process(batch []*request) {
+	reqs := batch[:0:0]
 	for _, req := range batch {
 		if err := req.ctx.Err(); err != nil {
 			req.done <- outcome{err: err}
 			continue
 		}
-		c := w.apply(t.kv, req)
-		if err := c.writes.flush(t.kv); err != nil {
-			t = w.splitAt(t, c, err)
-			continue
-		}
-		t.cmds = append(t.cmds, c)
+		reqs = append(reqs, req)
 	}
-	_ = w.commit(t)
+	if len(reqs) == 0 {
+		return
+	}
+	cmds, l := w.applyAll(reqs)
+	if !w.settle() {
+		// The commit that cmds read from failed.
+		cmds, l = w.applyAll(reqs)
+	}
+	w.commitAll(cmds, l)
 }
 
-// apply runs req's command over an overlay of kv, so that a command that
+// applyAll applies reqs in order over the in-flight transaction's writes and
+// the committed state, and returns them with their merged writes.
+func (w *shardWriter) applyAll(reqs []*request) ([]*appliedCmd, *layer) {
+	l := newLayer()
+	base := layers{top: []*layer{l}, base: w.snapshot()}
+	if w.inflight != nil {
+		base.top = append(base.top, w.inflight.layer)
+	}
+	cmds := make([]*appliedCmd, 0, len(reqs))
+	for _, req := range reqs {
+		c := w.apply(base, req)
+		l.add(c.writes)
+		cmds = append(cmds, c)
+	}
+	return cmds, l
+}
+
+// apply runs req's command over an overlay of base, so that a command that
 // fails writes nothing, and adds the applied index to its writes.
-func (w *shardWriter) apply(kv kvGetter, req *request) *appliedCmd {
-	ov := newOverlay(kv)
+func (w *shardWriter) apply(base kvGetter, req *request) *appliedCmd {
+	ov := newOverlay(base)
 	res, err := req.cmd.Apply(&state{kv: ov, shard: w.shard, shards: w.shards})
 	if err != nil {
 		ov.reset()
@@ -110,84 +136,135 @@ func (w *shardWriter) apply(kv kvGetter, req *request) *appliedCmd {
 	}
 	w.applied++
 	_ = ov.set(appliedKey(w.shard), encodeUint64(w.applied), 0)
-	return &appliedCmd{req: req, res: res, err: err, writes: ov}
+	return &appliedCmd{req: req, res: res, err: err, writes: ov, index: w.applied}
 }
 
-// splitAt handles a transaction t that took part of c's writes and then
-// refused one with flushErr (normally errTxnTooBig). A command is never
-// split: t is dropped, the commands before c are committed in a transaction
-// of their own, and c gets a fresh one. It returns the transaction to go on
-// with.
-func (w *shardWriter) splitAt(t *openTxn, c *appliedCmd, flushErr error) *openTxn {
-	t.kv.discard()
-	if len(t.cmds) > 0 {
-		prev := &openTxn{kv: w.be.begin(w.shard), base: t.base, cmds: t.cmds}
-		var err error
-		for _, p := range prev.cmds {
-			if err = p.writes.flush(prev.kv); err != nil {
-				break // cannot happen: the same writes fitted in t
-			}
-		}
+// commitAll commits cmds, whose merged writes are l, in one transaction
+// when they fit, committing it in the background; otherwise in several, all
+// but the last waited for. A command is never split across transactions: a
+// command that does not fit in one on its own fails, keeping only its
+// applied index, and the commands after it are applied again.
+func (w *shardWriter) commitAll(cmds []*appliedCmd, l *layer) {
+	for len(cmds) > 0 {
+		t := w.be.begin(w.shard)
+		n, err := flushEach(t, cmds)
 		if err == nil {
-			err = w.commit(prev)
+			w.commitAsync(t, cmds, l)
+			return
+		}
+		t.discard()
+		dropped := n == 0
+		if dropped {
+			c := cmds[0]
+			c.err = fmt.Errorf("storage: command does not fit in one transaction: %w", err)
+			c.res = core.Result{}
+			c.writes.reset()
+			_ = c.writes.set(appliedKey(w.shard), encodeUint64(c.index), 0)
+			w.log.Warn("storage: command failed", "shard", w.shard, "err", err)
+			n = 1
 		} else {
-			prev.kv.discard()
-			w.applied = prev.base
-			err = fmt.Errorf("storage: rewrite shard %d transaction: %w", w.shard, err)
-			w.answer(prev.cmds, err)
+			w.log.Debug("storage: transaction full, committing part of a batch", "shard", w.shard, "commands", n, "of", len(cmds))
 		}
-		if err != nil {
-			// c read state that did not commit.
-			w.answer([]*appliedCmd{c}, err)
-			return w.begin()
-		}
-	}
-	alone := &openTxn{kv: w.be.begin(w.shard), base: w.applied - 1}
-	if err := c.writes.flush(alone.kv); err != nil {
-		alone.kv.discard()
-		w.applied = alone.base
-		if errors.Is(err, errTxnTooBig) {
-			err = fmt.Errorf("storage: command does not fit in one transaction: %w", err)
+		t = w.be.begin(w.shard)
+		ok := false
+		if _, err := flushEach(t, cmds[:n]); err != nil {
+			// Cannot happen: the same writes fitted a moment ago.
+			t.discard()
+			w.answer(cmds[:n], fmt.Errorf("storage: rewrite transaction: %w", err))
 		} else {
-			err = fmt.Errorf("storage: write: %w", err)
+			ok = w.commitSync(t, cmds[:n])
 		}
-		w.log.Warn("storage: command failed", "shard", w.shard, "err", err)
-		c.err, c.res = err, core.Result{}
-		w.answer([]*appliedCmd{c}, nil)
-		return w.begin()
+		rest := cmds[n:]
+		if len(rest) == 0 {
+			return
+		}
+		if !ok || dropped {
+			// rest read writes that are gone: apply it again.
+			if ok {
+				w.applied = cmds[n-1].index
+			} else {
+				w.applied = cmds[0].index - 1
+			}
+			reqs := make([]*request, len(rest))
+			for i, c := range rest {
+				reqs[i] = c.req
+			}
+			rest, l = w.applyAll(reqs)
+		}
+		cmds = rest
 	}
-	w.log.Debug("storage: split a batch", "shard", w.shard, "reason", flushErr)
-	alone.cmds = append(alone.cmds, c)
-	return alone
 }
 
-// commit commits t and answers its commands. On failure every command of t
-// fails and the applied index goes back to t.base.
-func (w *shardWriter) commit(t *openTxn) error {
-	if len(t.cmds) == 0 {
-		t.kv.discard()
-		return nil
+// flushEach writes cmds into t in order and returns how many it wrote
+// whole; on error t also holds part of the next one.
+func flushEach(t kvTxn, cmds []*appliedCmd) (int, error) {
+	for i, c := range cmds {
+		if err := c.writes.flush(t); err != nil {
+			return i, err
+		}
 	}
+	return len(cmds), nil
+}
+
+// commitAsync starts committing t, holding cmds whose merged writes are l.
+// Nothing may be in flight.
+func (w *shardWriter) commitAsync(t kvTxn, cmds []*appliedCmd, l *layer) {
+	in := &inflightTxn{layer: l, base: cmds[0].index - 1, done: make(chan struct{})}
+	w.inflight = in
 	start := time.Now()
-	err := t.kv.commit()
-	w.metrics.Observe(MetricCommitSeconds, time.Since(start).Seconds())
-	w.metrics.Observe(MetricBatchCommands, float64(len(t.cmds)))
-	if err != nil {
-		t.kv.discard()
-		w.applied = t.base
-		err = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
-		w.log.Error("storage: commit failed", "shard", w.shard, "commands", len(t.cmds), "err", err)
+	t.commit(func(err error) {
+		in.err = w.committed(cmds, start, err)
+		close(in.done)
+	})
+}
+
+// commitSync commits t, holding cmds, and reports whether it succeeded.
+// Nothing may be in flight.
+func (w *shardWriter) commitSync(t kvTxn, cmds []*appliedCmd) bool {
+	done := make(chan error, 1)
+	start := time.Now()
+	t.commit(func(err error) { done <- w.committed(cmds, start, err) })
+	err := <-done
+	w.refreshSnapshot()
+	return err == nil
+}
+
+// settle waits for the commit in flight, if any, and reports whether it
+// succeeded. On failure the applied index goes back to before it.
+func (w *shardWriter) settle() bool {
+	in := w.inflight
+	if in == nil {
+		return true
 	}
-	w.answer(t.cmds, err)
+	<-in.done
+	w.inflight = nil
+	if in.err != nil {
+		w.applied = in.base
+	}
+	w.refreshSnapshot()
+	return in.err == nil
+}
+
+// committed records a commit that returned and answers its commands; it
+// runs on whichever goroutine completed the commit. A failed commit fails
+// every command in it.
+func (w *shardWriter) committed(cmds []*appliedCmd, start time.Time, err error) error {
+	w.metrics.Observe(MetricCommitSeconds, time.Since(start).Seconds())
+	w.metrics.Observe(MetricBatchCommands, float64(len(cmds)))
+	if err != nil {
+		err = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
+		w.log.Error("storage: commit failed", "shard", w.shard, "commands", len(cmds), "err", err)
+	}
+	w.answer(cmds, err)
 	return err
 }
 
-// answer sends each command its outcome: commitErr if set, else its own.
-func (w *shardWriter) answer(cmds []*appliedCmd, commitErr error) {
+// answer sends each command its outcome: failed if set, else its own.
+func (w *shardWriter) answer(cmds []*appliedCmd, failed error) {
 	for _, c := range cmds {
 		o := outcome{res: c.res, err: c.err}
-		if commitErr != nil {
-			o = outcome{err: commitErr}
+		if failed != nil {
+			o = outcome{err: failed}
 		}
 		label := "ok"
 		if o.err != nil {
@@ -195,5 +272,27 @@ func (w *shardWriter) answer(cmds []*appliedCmd, commitErr error) {
 		}
 		w.metrics.Add(MetricCommands, label, 1)
 		c.req.done <- o
+	}
+}
+
+func (w *shardWriter) snapshot() kvSnapshot {
+	if w.snap == nil {
+		w.snap = w.be.snapshot(w.shard)
+	}
+	return w.snap
+}
+
+// refreshSnapshot drops the snapshot so that the next read takes a new one.
+// Nothing may be in flight, or the new one would miss its writes (and a
+// Badger snapshot would wait for it).
+func (w *shardWriter) refreshSnapshot() {
+	w.releaseSnapshot()
+	w.snap = w.be.snapshot(w.shard)
+}
+
+func (w *shardWriter) releaseSnapshot() {
+	if w.snap != nil {
+		w.snap.release()
+		w.snap = nil
 	}
 }

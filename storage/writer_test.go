@@ -92,16 +92,51 @@ func (t *limitedTxn) delete(key []byte) error {
 	return t.kvTxn.delete(key)
 }
 
-func (t *limitedTxn) commit() error {
+func (t *limitedTxn) commit(done func(error)) {
 	if t.b.failCommit != nil {
-		return t.b.failCommit
+		t.kvTxn.discard()
+		done(t.b.failCommit)
+		return
 	}
 	t.b.commits++
-	return t.kvTxn.commit()
+	t.kvTxn.commit(done)
 }
 
+// heldBackend is the memory backend whose commits wait until the test
+// completes them, to drive the pipeline.
+type heldBackend struct {
+	*memBackend
+	commits chan heldCommit
+}
+
+type heldCommit struct {
+	txn  kvTxn
+	done func(error)
+}
+
+// complete finishes the commit: with err it fails and writes nothing.
+func (c heldCommit) complete(err error) {
+	if err != nil {
+		c.txn.discard()
+		c.done(err)
+		return
+	}
+	c.txn.commit(c.done)
+}
+
+func (b *heldBackend) begin(shard int) kvTxn {
+	return &heldTxn{kvTxn: b.memBackend.begin(shard), b: b}
+}
+
+type heldTxn struct {
+	kvTxn
+	b *heldBackend
+}
+
+func (t *heldTxn) commit(done func(error)) { t.b.commits <- heldCommit{t.kvTxn, done} }
+
 // testWriter is a writer of shard 0 of 1 that the test drives by calling
-// applyBatch itself (no goroutine).
+// process and settle itself (no run goroutine).
 func testWriter(be backend, m core.Metrics) *shardWriter {
 	if m == nil {
 		m = core.NopMetrics{}
@@ -205,7 +240,8 @@ func TestBatchIsolatesCommands(t *testing.T) {
 	first := sendCmd(u, "1", nil)
 	reqs := requests(context.Background(), first, &writeThenFailCmd{u}, sendCmd(u, "2", nil), sendCmd(u, "3", nil), sendCmd(u, "1", nil))
 	reqs[3].ctx = canceled
-	w.applyBatch(reqs)
+	w.process(reqs)
+	w.settle()
 
 	got := answers(t, reqs)
 	switch {
@@ -250,7 +286,8 @@ func TestBatchSplitsWhenTooBig(t *testing.T) {
 		sendCmd(u, "1", nil), sendCmd(u, "2", nil), sendCmd(u, "3", nil), // 12 writes: split before the 3rd
 		&blocksCmd{user: u, n: 20}, // too big alone
 		sendCmd(u, "4", nil), sendCmd(u, "5", nil))
-	w.applyBatch(reqs)
+	w.process(reqs)
+	w.settle()
 	got := answers(t, reqs)
 	for i, want := range []core.Seq{1, 2, 3, 0, 4, 5} {
 		if i == 3 {
@@ -263,11 +300,12 @@ func TestBatchSplitsWhenTooBig(t *testing.T) {
 			t.Fatalf("send %d: %+v, want seq %d", i, got[i], want)
 		}
 	}
-	if h, applied := headIn(t, be, u); h.Head != 5 || applied != 5 {
-		t.Fatalf("head %+v, applied %d; want 5 and 5 (the refused command is not applied)", h, applied)
+	// The refused command counts as applied: its Apply ran and failed.
+	if h, applied := headIn(t, be, u); h.Head != 5 || applied != 6 {
+		t.Fatalf("head %+v, applied %d; want 5 and 6", h, applied)
 	}
-	if be.commits != 3 { // [1 2] [3 4] [5]
-		t.Fatalf("%d commits, want 3", be.commits)
+	if be.commits != 4 { // [1 2] [3] [refused] [4 5]
+		t.Fatalf("%d commits, want 4", be.commits)
 	}
 	var blocked bool
 	_ = be.view(0, func(kv kvReader) error {
@@ -286,12 +324,14 @@ func TestFailedCommitFailsTransaction(t *testing.T) {
 	be := newLimitedBackend(1 << 20)
 	w := testWriter(be, nil)
 	u := core.UserID("alice")
-	w.applyBatch(requests(context.Background(), sendCmd(u, "1", nil)))
+	w.process(requests(context.Background(), sendCmd(u, "1", nil)))
+	w.settle()
 
 	diskFull := errors.New("disk full")
 	be.failCommit = diskFull
 	reqs := requests(context.Background(), sendCmd(u, "2", nil), &writeThenFailCmd{u}, sendCmd(u, "3", nil))
-	w.applyBatch(reqs)
+	w.process(reqs)
+	w.settle()
 	for i, o := range answers(t, reqs) {
 		if !errors.Is(o.err, diskFull) {
 			t.Fatalf("command %d of a failed commit: %+v", i, o)
@@ -303,12 +343,58 @@ func TestFailedCommitFailsTransaction(t *testing.T) {
 
 	be.failCommit = nil
 	reqs = requests(context.Background(), sendCmd(u, "2", nil))
-	w.applyBatch(reqs)
+	w.process(reqs)
+	w.settle()
 	if o := answers(t, reqs)[0]; o.err != nil || o.res.Seq != 2 || o.res.Duplicate {
 		t.Fatalf("send after a failed commit: %+v, want seq 2", o)
 	}
 	if h, applied := headIn(t, be, u); h.Head != 2 || applied != 2 {
 		t.Fatalf("head %+v, applied %d; want 2 and 2", h, applied)
+	}
+}
+
+// TestPipeline drives two batches through the one-deep commit pipeline:
+// the second is applied over the first's writes while the first commits,
+// and applied again when that commit fails.
+func TestPipeline(t *testing.T) {
+	tests := []struct {
+		name      string
+		firstErr  error
+		wantFirst outcome
+		wantSeq   core.Seq // of the second send
+	}{
+		{"first commits", nil, outcome{res: core.Result{Seq: 1}}, 2},
+		{"first fails", errors.New("disk gone"), outcome{err: errors.New("disk gone")}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			be := &heldBackend{memBackend: &memBackend{shards: make([]atomic.Pointer[treapNode], 1)}, commits: make(chan heldCommit, 1)}
+			w := testWriter(be, nil)
+			u := core.UserID("alice")
+			first := requests(context.Background(), sendCmd(u, "1", nil))
+			w.process(first) // starts the commit and returns
+			second := requests(context.Background(), sendCmd(u, "2", nil))
+			processed := make(chan struct{})
+			go func() {
+				defer close(processed)
+				w.process(second) // applies, then waits for the first commit
+			}()
+			(<-be.commits).complete(tt.firstErr)
+			(<-be.commits).complete(nil)
+			<-processed
+			w.settle()
+
+			o := <-first[0].done
+			if (o.err != nil) != (tt.wantFirst.err != nil) || o.res.Seq != tt.wantFirst.res.Seq {
+				t.Fatalf("first send: %+v, want %+v", o, tt.wantFirst)
+			}
+			if o := <-second[0].done; o.err != nil || o.res.Seq != tt.wantSeq {
+				t.Fatalf("second send: %+v, want seq %d", o, tt.wantSeq)
+			}
+			if h, applied := headIn(t, be, u); h.Head != tt.wantSeq || applied != uint64(tt.wantSeq) {
+				t.Fatalf("head %+v, applied %d; want %d", h, applied, tt.wantSeq)
+			}
+		})
 	}
 }
 
@@ -361,8 +447,8 @@ func TestBadgerTxnTooBig(t *testing.T) {
 	if err != nil || len(es) != sends || es[sends-1].Seq != sends {
 		t.Fatalf("%d entries (err %v), want %d", len(es), err, sends)
 	}
-	if applied, _ := s.AppliedIndex(context.Background(), 0); applied != 1+sends { // the gate too
-		t.Fatalf("applied index %d, want %d", applied, 1+sends)
+	if applied, _ := s.AppliedIndex(context.Background(), 0); applied != 1+sends+1 { // the gate and the refused command too
+		t.Fatalf("applied index %d, want %d", applied, 1+sends+1)
 	}
 	// The gate's own transaction, then the batch in several.
 	if n := len(m.observed(MetricBatchCommands)); n < 1+(sends*20)/157 {
