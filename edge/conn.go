@@ -98,14 +98,37 @@ func (c *conn) close(code wire.Code, msg string) {
 	c.qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
 }
 
+// failLinger bounds how long a failing connection waits for its handshake
+// to complete and for the client to read the Error frame.
+const failLinger = 250 * time.Millisecond
+
 // fail writes an Error on the session stream (best effort) and closes the
 // connection with the same code.
+//
+// Before the handshake completes (a Hello in 0-RTT data), a CONNECTION_CLOSE
+// can only be sent as a bare APPLICATION_ERROR without the code (RFC 9000
+// §10.2.3), so fail first waits, briefly, for the handshake; then it writes
+// the Error, ends the stream and gives the client a moment to read it and
+// close first.
 func (c *conn) fail(st *quic.Stream, code wire.Code, msg string) {
 	c.s.m.Add(MetricClosed, code.String(), 1)
 	c.log.Debug("closing connection", "code", code.String(), "reason", msg)
+	wait := func(ch <-chan struct{}) {
+		t := time.NewTimer(failLinger)
+		defer t.Stop()
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-c.ctx.Done():
+		}
+	}
+	wait(c.qc.HandshakeComplete())
 	if st != nil {
-		st.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = wire.WriteFrame(st, &wire.SessionDown{Msg: &wire.SessionDown_Error{Error: wire.NewError(code, msg)}})
+		st.SetWriteDeadline(time.Now().Add(failLinger))
+		if wire.WriteFrame(st, &wire.SessionDown{Msg: &wire.SessionDown_Error{Error: wire.NewError(code, msg)}}) == nil {
+			st.Close()
+			wait(nil) // until the client reads the Error and closes, or the bound
+		}
 	}
 	c.close(code, msg)
 }
