@@ -98,13 +98,23 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		appState: cfg.AppState,
 		wake:     make(chan struct{}, 1),
 	}
-	if cfg.SeqStore != nil {
-		seq, err := cfg.SeqStore.Load()
+	store := cfg.SeqStore
+	if store == nil {
+		// A Tern token names its user and device: open their seq file now,
+		// so that the first Hello (and a 0-RTT Sync behind it) reports
+		// the stored seq. The server's Welcome confirms the identity.
+		if user, device, ok := tokenIdentity(cfg.Token); ok {
+			store = NewFileSeqStore(filepath.Join(cfg.StateDir, stateFileName(user, device)))
+			c.user, c.device = user, device
+		}
+	}
+	if store != nil {
+		seq, err := store.Load()
 		if err != nil {
 			tr.Close()
 			return nil, fmt.Errorf("client: load seq: %w", err)
 		}
-		c.store = cfg.SeqStore
+		c.store = store
 		c.local.Store(seq)
 		c.saved.Store(seq)
 	}

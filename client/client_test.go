@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -988,3 +989,34 @@ func TestConfigErrors(t *testing.T) {
 }
 
 var _ io.Writer = (*testWriter)(nil)
+
+func unsignedJWT(user, device string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"EdDSA"}`)) + "." + enc([]byte(`{"sub":"`+user+`","dev":"`+device+`","exp":9999999999}`)) + "." + enc(make([]byte, 64))
+}
+
+// TestColdStartReportsStoredSeq: with the default file store and a JWT
+// token, a new process reports its stored seq in its very first Hello.
+func TestColdStartReportsStoredSeq(t *testing.T) {
+	f := newFakeServer(t)
+	cfg := f.testConfig(t, "")
+	cfg.Token = unsignedJWT("bob", "phone")
+	cfg.StateDir = t.TempDir()
+	f.appendN("bob", 10)
+	c1 := dial(t, cfg)
+	checkSeqs(t, recv(t, c1, 10), 1)
+	waitFor(t, "seq 10 saved", func() bool { return c1.Seq() == 10 })
+	c1.Close()
+
+	c2 := dial(t, cfg)
+	defer c2.Close()
+	f.mu.Lock()
+	first, last := f.hellos[0].GetSeqCli(), f.hellos[len(f.hellos)-1].GetSeqCli()
+	f.mu.Unlock()
+	if first != 0 || last != 10 || c2.Seq() != 10 {
+		t.Fatalf("hellos reported %d then %d, Seq() = %d; want 0, then 10 from the file", first, last, c2.Seq())
+	}
+	if u, d, ok := tokenIdentity("not.a.jwt"); ok {
+		t.Fatalf("tokenIdentity accepted garbage: %q %q", u, d)
+	}
+}

@@ -2,7 +2,9 @@ package client
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -170,4 +172,26 @@ func escapeName(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// tokenIdentity reads the user and device a Tern token (a JWT) names, without
+// verifying it: only to name the local seq file before the first Welcome.
+// Tokens of another shape return ok false.
+func tokenIdentity(token string) (user, device string, ok bool) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || len(token) > 4096 {
+		return "", "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", "", false
+	}
+	var claims struct {
+		Sub string `json:"sub"`
+		Dev string `json:"dev"`
+	}
+	if json.Unmarshal(b, &claims) != nil || claims.Sub == "" || claims.Dev == "" {
+		return "", "", false
+	}
+	return claims.Sub, claims.Dev, true
 }
