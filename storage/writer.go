@@ -26,10 +26,11 @@ type outcome struct {
 // without waiting, applies them all and commits them in one transaction.
 //
 // Commits are pipelined one deep: while batch N commits (and fsyncs), run
-// already applies batch N+1, reading N's writes from N's layer; it commits
-// N+1 only after N's commit returned, and if N's commit failed it applies
-// N+1 again over the committed state. Each request is answered (from the
-// goroutine that completes the commit) once its transaction committed.
+// applies the commands that arrive meanwhile as batch N+1, reading N's
+// writes from N's layer; it commits N+1 once N's commit returned, and if
+// N's commit failed it applies N+1 again over the committed state. Each
+// request is answered (from the goroutine that completes the commit) once
+// its transaction committed.
 type shardWriter struct {
 	be       backend
 	shard    int
@@ -66,63 +67,92 @@ type inflightTxn struct {
 
 func (w *shardWriter) run() {
 	defer w.releaseSnapshot()
-	batch := make([]*request, 0, w.maxBatch)
 	for first := range w.queue {
-		batch = append(batch[:0], first)
-	drain:
-		for len(batch) < w.maxBatch {
-			select {
-			case req, ok := <-w.queue:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, req)
-			default:
-				break drain
-			}
-		}
-		w.process(batch)
-		clear(batch)
+		b := w.newBatch()
+		w.add(b, first)
+		w.fill(b)
+		w.commitBatch(b)
 	}
 	w.settle()
 }
 
-// process applies batch and starts its commit.
-func (w *shardWriter) process(batch []*request) {
-	reqs := batch[:0:0]
-	for _, req := range batch {
-		if err := req.ctx.Err(); err != nil {
-			req.done <- outcome{err: err}
-			continue
-		}
-		reqs = append(reqs, req)
-	}
-	if len(reqs) == 0 {
+// commitBatch commits b once the commit in flight has returned.
+func (w *shardWriter) commitBatch(b *batch) {
+	if len(b.cmds) == 0 {
 		return
 	}
-	cmds, l := w.applyAll(reqs)
 	if !w.settle() {
-		// The commit that cmds read from failed.
-		cmds, l = w.applyAll(reqs)
+		// The commit that b read from failed: apply b again.
+		b = w.reapply(b.cmds)
 	}
-	w.commitAll(cmds, l)
+	w.commitAll(b.cmds, b.layer)
 }
 
-// applyAll applies reqs in order over the in-flight transaction's writes and
-// the committed state, and returns them with their merged writes.
-func (w *shardWriter) applyAll(reqs []*request) ([]*appliedCmd, *layer) {
-	l := newLayer()
-	base := layers{top: []*layer{l}, base: w.snapshot()}
+// batch is the commands applied for the next transaction.
+type batch struct {
+	cmds  []*appliedCmd
+	layer *layer // their merged writes
+	reads layers // what they read: layer, the in-flight writes, the snapshot
+}
+
+func (w *shardWriter) newBatch() *batch {
+	b := &batch{layer: newLayer()}
+	b.reads = layers{top: []*layer{b.layer}, base: w.snapshot()}
 	if w.inflight != nil {
-		base.top = append(base.top, w.inflight.layer)
+		b.reads.top = append(b.reads.top, w.inflight.layer)
 	}
-	cmds := make([]*appliedCmd, 0, len(reqs))
-	for _, req := range reqs {
-		c := w.apply(base, req)
-		l.add(c.writes)
-		cmds = append(cmds, c)
+	return b
+}
+
+// add applies req to b, or answers it at once if its ctx has ended.
+func (w *shardWriter) add(b *batch, req *request) {
+	if err := req.ctx.Err(); err != nil {
+		req.done <- outcome{err: err}
+		return
 	}
-	return cmds, l
+	c := w.apply(b.reads, req)
+	b.layer.add(c.writes)
+	b.cmds = append(b.cmds, c)
+}
+
+// fill adds queued commands to b, up to maxBatch. While a commit is in
+// flight it applies commands as they arrive until the commit returns, and
+// stops there, so that b commits right after it while the callers just
+// answered queue the next batch. With nothing in flight it takes what is
+// queued without waiting.
+func (w *shardWriter) fill(b *batch) {
+	for len(b.cmds) < w.maxBatch {
+		if w.inflight != nil {
+			select {
+			case req, ok := <-w.queue:
+				if !ok {
+					return
+				}
+				w.add(b, req)
+			case <-w.inflight.done:
+				return
+			}
+			continue
+		}
+		select {
+		case req, ok := <-w.queue:
+			if !ok {
+				return
+			}
+			w.add(b, req)
+		default:
+			return
+		}
+	}
+}
+
+// reapply applies the requests of cmds again, over the committed state.
+func (w *shardWriter) reapply(cmds []*appliedCmd) *batch {
+	b := w.newBatch()
+	for _, c := range cmds {
+		w.add(b, c.req)
+	}
+	return b
 }
 
 // apply runs req's command over an overlay of base, so that a command that
@@ -185,11 +215,8 @@ func (w *shardWriter) commitAll(cmds []*appliedCmd, l *layer) {
 			} else {
 				w.applied = cmds[0].index - 1
 			}
-			reqs := make([]*request, len(rest))
-			for i, c := range rest {
-				reqs[i] = c.req
-			}
-			rest, l = w.applyAll(reqs)
+			b := w.reapply(rest)
+			rest, l = b.cmds, b.layer
 		}
 		cmds = rest
 	}

@@ -144,6 +144,16 @@ func testWriter(be backend, m core.Metrics) *shardWriter {
 	return &shardWriter{be: be, shard: 0, shards: 1, maxBatch: DefaultMaxBatch, metrics: m, log: slog.New(slog.DiscardHandler)}
 }
 
+// process applies reqs as one batch and commits it, as run does with a
+// batch from the queue.
+func process(w *shardWriter, reqs []*request) {
+	b := w.newBatch()
+	for _, r := range reqs {
+		w.add(b, r)
+	}
+	w.commitBatch(b)
+}
+
 func requests(ctx context.Context, cmds ...core.Command) []*request {
 	var reqs []*request
 	for _, c := range cmds {
@@ -240,7 +250,7 @@ func TestBatchIsolatesCommands(t *testing.T) {
 	first := sendCmd(u, "1", nil)
 	reqs := requests(context.Background(), first, &writeThenFailCmd{u}, sendCmd(u, "2", nil), sendCmd(u, "3", nil), sendCmd(u, "1", nil))
 	reqs[3].ctx = canceled
-	w.process(reqs)
+	process(w, reqs)
 	w.settle()
 
 	got := answers(t, reqs)
@@ -286,7 +296,7 @@ func TestBatchSplitsWhenTooBig(t *testing.T) {
 		sendCmd(u, "1", nil), sendCmd(u, "2", nil), sendCmd(u, "3", nil), // 12 writes: split before the 3rd
 		&blocksCmd{user: u, n: 20}, // too big alone
 		sendCmd(u, "4", nil), sendCmd(u, "5", nil))
-	w.process(reqs)
+	process(w, reqs)
 	w.settle()
 	got := answers(t, reqs)
 	for i, want := range []core.Seq{1, 2, 3, 0, 4, 5} {
@@ -324,13 +334,13 @@ func TestFailedCommitFailsTransaction(t *testing.T) {
 	be := newLimitedBackend(1 << 20)
 	w := testWriter(be, nil)
 	u := core.UserID("alice")
-	w.process(requests(context.Background(), sendCmd(u, "1", nil)))
+	process(w, requests(context.Background(), sendCmd(u, "1", nil)))
 	w.settle()
 
 	diskFull := errors.New("disk full")
 	be.failCommit = diskFull
 	reqs := requests(context.Background(), sendCmd(u, "2", nil), &writeThenFailCmd{u}, sendCmd(u, "3", nil))
-	w.process(reqs)
+	process(w, reqs)
 	w.settle()
 	for i, o := range answers(t, reqs) {
 		if !errors.Is(o.err, diskFull) {
@@ -343,7 +353,7 @@ func TestFailedCommitFailsTransaction(t *testing.T) {
 
 	be.failCommit = nil
 	reqs = requests(context.Background(), sendCmd(u, "2", nil))
-	w.process(reqs)
+	process(w, reqs)
 	w.settle()
 	if o := answers(t, reqs)[0]; o.err != nil || o.res.Seq != 2 || o.res.Duplicate {
 		t.Fatalf("send after a failed commit: %+v, want seq 2", o)
@@ -372,12 +382,12 @@ func TestPipeline(t *testing.T) {
 			w := testWriter(be, nil)
 			u := core.UserID("alice")
 			first := requests(context.Background(), sendCmd(u, "1", nil))
-			w.process(first) // starts the commit and returns
+			process(w, first) // starts the commit and returns
 			second := requests(context.Background(), sendCmd(u, "2", nil))
 			processed := make(chan struct{})
 			go func() {
 				defer close(processed)
-				w.process(second) // applies, then waits for the first commit
+				process(w, second) // applies, then waits for the first commit
 			}()
 			(<-be.commits).complete(tt.firstErr)
 			(<-be.commits).complete(nil)
