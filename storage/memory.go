@@ -41,8 +41,7 @@ func (m *memBackend) snapshot(shard int) kvSnapshot {
 }
 
 func (m *memBackend) begin(shard int) kvTxn {
-	root := m.shards[shard].Load()
-	return &memTxn{root: root, published: &m.shards[shard]}
+	return &memTxn{published: &m.shards[shard]}
 }
 
 func (m *memBackend) close() error { return nil }
@@ -85,29 +84,39 @@ func (v memView) scan(prefix, start []byte, fn func(key, value []byte) (bool, er
 	return err
 }
 
-// memTxn is a write transaction: its own tree version until commit.
-// Commits are atomic but not durable, and done is called at once.
+// memTxn is a write transaction: its writes, applied at commit to the
+// shard's tree as it is then, and published at once. Commits are atomic but
+// not durable, and done is called before commit returns.
 type memTxn struct {
-	root      *treapNode
-	published *atomic.Pointer[treapNode]
+	writes    []kvWrite
+	published *atomic.Pointer[treapNode] // stored only by the shard's writer
 }
 
 func (t *memTxn) set(key, value []byte, _ uint64) error {
-	t.root = treapInsert(t.root, key, value, rand.Uint64())
+	t.writes = append(t.writes, kvWrite{key: key, value: value})
 	return nil
 }
 
 func (t *memTxn) delete(key []byte) error {
-	t.root = treapDelete(t.root, key)
+	t.writes = append(t.writes, kvWrite{key: key, deleted: true})
 	return nil
 }
 
 func (t *memTxn) commit(done func(error)) {
-	t.published.Store(t.root)
+	root := t.published.Load()
+	for _, w := range t.writes {
+		if w.deleted {
+			root = treapDelete(root, w.key)
+		} else {
+			root = treapInsert(root, w.key, w.value, rand.Uint64())
+		}
+	}
+	t.published.Store(root)
+	t.writes = nil
 	done(nil)
 }
 
-func (t *memTxn) discard() {}
+func (t *memTxn) discard() { t.writes = nil }
 
 // treapNode is a node of a persistent treap: a binary search tree by key
 // that is a max-heap by pri. Nodes are never changed once published;
