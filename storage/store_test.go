@@ -1,6 +1,10 @@
 package storage
 
 import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -32,4 +36,17 @@ func TestMemoryStore(t *testing.T) {
 			return NewMemory(Options{Shards: shards}), nil
 		},
 	})
+}
+
+// TestMain fails the package if a writer goroutine outlives the tests: every
+// store a test opens must be closed, and Close must stop its writers.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	buf := make([]byte, 1<<22)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	if code == 0 && strings.Contains(stacks, "(*shardWriter).run") {
+		fmt.Fprintf(os.Stderr, "storage: writer goroutines outlived the tests:\n%s\n", stacks)
+		code = 1
+	}
+	os.Exit(code)
 }
