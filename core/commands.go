@@ -44,9 +44,6 @@ type SendCmd struct {
 	// this many entries; <= 0 keeps everything.
 	RetainCount int
 	DedupWindow time.Duration
-	// DeliveryTTL is how long the delivery markers of inline deliveries are
-	// kept.
-	DeliveryTTL time.Duration
 }
 
 func (c *SendCmd) Shard(n int) int { return UserShard(c.Sender, n) }
@@ -97,11 +94,10 @@ func (c *SendCmd) Apply(tx StateTx) (Result, error) {
 		rc.Seq = 0
 		rc.ClientMsgID = ""
 		if inline {
+			// In the same transaction as the sender's entry, and with no
+			// outbox item: nothing can deliver it again, so no marker.
 			seq, err := appendEntry(tx, r, &rc, c.RetainCount)
 			if err != nil {
-				return Result{}, err
-			}
-			if err := tx.PutDelivery(r, c.ID, DeliveryRecord{Seq: seq, Expires: c.Now.Add(c.DeliveryTTL)}); err != nil {
 				return Result{}, err
 			}
 			res.Grown = append(res.Grown, Growth{User: r, Head: seq})

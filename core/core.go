@@ -162,7 +162,6 @@ func (c *Core) Send(ctx context.Context, req SendRequest) (res SendResult, err e
 		Body:        req.Body,
 		RetainCount: c.cfg.RetainCount,
 		DedupWindow: c.cfg.DedupWindow,
-		DeliveryTTL: c.cfg.DeliveryTTL,
 	}
 	r, err := c.store.Apply(ctx, cmd)
 	if err != nil {

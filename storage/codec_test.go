@@ -194,15 +194,16 @@ func TestCodecRejects(t *testing.T) {
 }
 
 func TestExpiresAt(t *testing.T) {
+	g := uint64(ExpiryGrace / time.Second)
 	tests := []struct {
 		name string
 		t    time.Time
 		want uint64
 	}{
 		{"zero means never", time.Time{}, 0},
-		{"whole second", time.Unix(100, 0), 100},
-		{"rounded up", time.UnixMilli(100_001), 101},
-		{"before the epoch", time.Unix(-5, 0), 1},
+		{"whole second plus grace", time.Unix(100, 0), 100 + g},
+		{"rounded up", time.UnixMilli(100_001), 101 + g},
+		{"long before the epoch", time.Unix(-5-int64(g), 0), 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

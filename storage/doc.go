@@ -51,9 +51,9 @@
 //
 // # Expiry
 //
-// Dedup and delivery records carry Expires. Badger is given it (rounded up
-// to the second) as the key's expiry and drops the record by wall-clock
-// time afterwards; the memory backend keeps expired records. core checks
-// Expires against the command's own time, so both answer alike while
-// commands' times track the wall clock.
+// Dedup and delivery records carry Expires. Badger is given Expires plus
+// ExpiryGrace (rounded up to the second) as the key's expiry and drops the
+// record by wall-clock time afterwards; the memory backend keeps expired
+// records. core checks Expires against the command's own time, so both
+// answer alike while commands' times are within ExpiryGrace of the clock.
 package storage

@@ -72,13 +72,21 @@ type backend interface {
 // commits what it has and goes on in a new transaction.
 var errTxnTooBig = errors.New("storage: transaction too big")
 
-// expiresAt converts an expiry time to whole Unix seconds, rounded up so
-// that a key is never dropped before t. The zero time means no expiry.
+// ExpiryGrace is added to a record's Expires before it becomes Badger's
+// expiry. core decides whether a dedup or delivery record still counts by
+// the command's own time; Badger drops keys by the wall clock. The grace
+// keeps the command's time authoritative while clocks (or a replayed log)
+// lag by less than this, and only lets Badger collect what core has
+// certainly stopped counting.
+const ExpiryGrace = 6 * time.Hour
+
+// expiresAt converts an expiry time, plus ExpiryGrace, to whole Unix seconds,
+// rounded up. The zero time means no expiry.
 func expiresAt(t time.Time) uint64 {
 	if t.IsZero() {
 		return 0
 	}
-	ms := t.UnixMilli()
+	ms := t.Add(ExpiryGrace).UnixMilli()
 	if ms <= 0 {
 		return 1 // long expired, but 0 would mean never
 	}
