@@ -599,12 +599,15 @@ func (c *Client) connect() (*session, error) {
 	if !zeroRTT {
 		release()
 	}
-	s, err := c.hello(ctx, conn, token, zeroRTT, release)
+	// The first Sync always goes right behind the Hello (the edge holds it
+	// until the Hello is through): the catch-up answer comes one round trip
+	// after the handshake, or with the handshake itself in 0-RTT.
+	s, err := c.hello(ctx, conn, token, release)
 	if zeroRTT && errors.Is(err, quic.Err0RTTRejected) {
 		c.stats.rejected0RTT.Add(1)
 		c.log.Info("0-RTT rejected; saying hello again")
 		if conn, err = conn.NextConnection(ctx); err == nil {
-			s, err = c.hello(ctx, conn, token, true, release)
+			s, err = c.hello(ctx, conn, token, release)
 		}
 	}
 	if err == nil {
@@ -650,10 +653,10 @@ func isClosed(ch <-chan struct{}) bool {
 	}
 }
 
-// hello opens the session stream, writes the Hello (and, with pipeline, the
-// first Sync on its own stream), calls release once its streams are open,
-// and reads frames up to the Welcome.
-func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, pipeline bool, release func()) (*session, error) {
+// hello opens the session stream, writes the Hello and the first Sync (on
+// its own stream), calls release once its streams are open, and reads frames
+// up to the Welcome.
+func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, release func()) (*session, error) {
 	defer release()
 	str, err := conn.OpenStreamSync(ctx)
 	if err != nil {
@@ -676,7 +679,7 @@ func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, pipel
 		return nil, fmt.Errorf("client: write hello: %w", err)
 	}
 	s := newSession(conn, str)
-	if pipeline && haveStore {
+	if haveStore {
 		after := c.saved.Load()
 		p, err := s.startRequest(ctx, c.syncRequest(after))
 		switch {
