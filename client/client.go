@@ -424,12 +424,35 @@ func (c *Client) stop(err error, connected bool) {
 // old connection meanwhile; new ones wait for the next session) and reports
 // goAway. A terminal end (SESSION_REPLACED) is returned as an error.
 func (c *Client) serve(s *session) (goAway bool, err error) {
-	var ga *wire.GoAway
-	select {
-	case <-c.ctx.Done():
-	case <-s.conn.Context().Done():
-	case <-s.readerDone:
-	case ga = <-s.goAway:
+	var (
+		ga    *wire.GoAway
+		watch <-chan time.Time
+		live  = pathWatch{}
+	)
+	if c.cfg.DeadPathTimeout > 0 {
+		t := time.NewTicker(max(c.cfg.DeadPathTimeout/4, 10*time.Millisecond))
+		defer t.Stop()
+		watch = t.C
+		live.observe(s.conn.ConnectionStats(), time.Now())
+	}
+wait:
+	for {
+		select {
+		case <-c.ctx.Done():
+			break wait
+		case <-s.conn.Context().Done():
+			break wait
+		case <-s.readerDone:
+			break wait
+		case ga = <-s.goAway:
+			break wait
+		case now := <-watch:
+			if live.observe(s.conn.ConnectionStats(), now) > c.cfg.DeadPathTimeout {
+				c.recoverPath(s)
+				live = pathWatch{}
+				live.observe(s.conn.ConnectionStats(), time.Now())
+			}
+		}
 	}
 	c.unpublish(s)
 	if c.ctx.Err() != nil {

@@ -94,6 +94,13 @@ type Config struct {
 	// SyncLimit is the page size asked for, in entries. Default 0: the
 	// server's default.
 	SyncLimit int
+	// DeadPathTimeout declares the network path dead when the connection
+	// has sent packets (a request, a keepalive) but received nothing for
+	// this long. The client then moves the connection to a fresh socket (a
+	// new NAT mapping) and, when that path cannot be validated either,
+	// reconnects. Default 8s; negative disables the check (the connection
+	// then lives until QUIC's idle timeout).
+	DeadPathTimeout time.Duration
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -114,6 +121,9 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.ReconnectMin, 100*time.Millisecond)
 	def(&c.ReconnectMax, 30*time.Second)
 	def(&c.RequestTimeout, 10*time.Second)
+	if c.DeadPathTimeout == 0 {
+		c.DeadPathTimeout = 8 * time.Second
+	}
 	if c.ReconnectMax < c.ReconnectMin {
 		c.ReconnectMax = c.ReconnectMin
 	}

@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"fmt"
+	"net"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -81,4 +83,45 @@ func (c *Client) useTransport(tr *quic.Transport) bool {
 	c.retired = append(c.retired, c.tr)
 	c.tr = tr
 	return true
+}
+
+// pathWatch tells how long a connection has gone without receiving anything
+// while it had sent something.
+type pathWatch struct {
+	received   uint64    // packets received at the last change
+	sent       uint64    // packets sent when received last changed
+	receivedAt time.Time // when received last changed
+}
+
+// observe takes the connection's counters at now and returns how long the
+// path has been silent although packets went out: 0 while packets arrive or
+// nothing was sent since the last one did.
+func (w *pathWatch) observe(st quic.ConnectionStats, now time.Time) time.Duration {
+	if w.receivedAt.IsZero() || st.PacketsReceived != w.received {
+		w.received, w.sent, w.receivedAt = st.PacketsReceived, st.PacketsSent, now
+		return 0
+	}
+	if st.PacketsSent == w.sent {
+		return 0 // idle: nothing is owed an answer
+	}
+	return now.Sub(w.receivedAt)
+}
+
+// recoverPath handles a path that stopped answering: it moves the connection
+// to a fresh socket on the same local address (a new NAT mapping, which is
+// what a rebinding NAT that dropped the old one needs). When the new path
+// cannot be validated either, SwitchNetwork closes the connection and run
+// reconnects.
+func (c *Client) recoverPath(s *session) {
+	local := "0.0.0.0:0"
+	if ua, ok := s.conn.LocalAddr().(*net.UDPAddr); ok {
+		local = net.JoinHostPort(ua.IP.String(), "0")
+	}
+	c.stats.deadPaths.Add(1)
+	c.log.Warn("path silent; moving to a fresh socket", "session", s.welcome.GetSessionId(), "local", local)
+	ctx, cancel := context.WithTimeout(c.ctx, min(c.cfg.RequestTimeout, c.cfg.DeadPathTimeout))
+	defer cancel()
+	if err := c.SwitchNetwork(ctx, local); err != nil {
+		c.log.Info("fresh socket did not help; reconnecting", "err", err)
+	}
 }

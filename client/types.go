@@ -183,6 +183,8 @@ type Stats struct {
 	// ones that fell back to a reconnect.
 	Migrations        uint64
 	MigrationFailures uint64
+	// DeadPaths counts paths declared dead by Config.DeadPathTimeout.
+	DeadPaths uint64
 }
 
 type counters struct {
@@ -191,6 +193,7 @@ type counters struct {
 	disconnects, goAways                            atomic.Uint64
 	notifies, syncs, resyncs, messages, acks        atomic.Uint64
 	sends, sendRetries, migrations, migrationFailed atomic.Uint64
+	deadPaths                                       atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -213,5 +216,6 @@ func (c *counters) snapshot() Stats {
 		SendRetries:       c.sendRetries.Load(),
 		Migrations:        c.migrations.Load(),
 		MigrationFailures: c.migrationFailed.Load(),
+		DeadPaths:         c.deadPaths.Load(),
 	}
 }
