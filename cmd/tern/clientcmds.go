@@ -76,6 +76,24 @@ func dial(ctx context.Context, f *clientFlags, cfg client.Config) (*client.Clien
 	return c, nil
 }
 
+// call connects without reading the mailbox (a memory seq store), runs fn
+// within the --timeout, and disconnects.
+func (f *clientFlags) call(ctx context.Context, fn func(context.Context, *client.Client) error) error {
+	cfg, err := f.config()
+	if err != nil {
+		return err
+	}
+	cfg.SeqStore = client.NewMemorySeqStore(0)
+	c, err := dial(ctx, f, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	rctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	return fn(rctx, c)
+}
+
 func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -90,24 +108,14 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if (*to == "") == (*group == "") || fs.NArg() != 1 {
 		return usageError{"send: give exactly one of --to and --group, and the text as one argument"}
 	}
-	cfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	cfg.SeqStore = client.NewMemorySeqStore(0) // sending reads nothing
-	c, err := dial(ctx, &cf, cfg)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	sctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	res, err := c.SendWith(sctx, client.SendOptions{ClientMsgID: *id, To: *to, Group: *group, Body: []byte(fs.Arg(0))})
-	if err != nil {
-		return fmt.Errorf("send: %w", err)
-	}
-	fmt.Fprintln(stdout, res.Seq)
-	return nil
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		res, err := c.SendWith(ctx, client.SendOptions{ClientMsgID: *id, To: *to, Group: *group, Body: []byte(fs.Arg(0))})
+		if err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		fmt.Fprintln(stdout, res.Seq)
+		return nil
+	})
 }
 
 // messageJSON is one line of sync/listen output.
@@ -198,38 +206,29 @@ func cmdGroup(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{"group: want (create|add|remove|members) GROUP [USER...]"}
 	}
 	op, group, users := fs.Arg(0), fs.Arg(1), fs.Args()[2:]
-	cfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	cfg.SeqStore = client.NewMemorySeqStore(0)
-	c, err := dial(ctx, &cf, cfg)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	var members []string
-	switch op {
-	case "create":
-		members, err = c.CreateGroup(rctx, group, users...)
-	case "add":
-		members, err = c.AddMembers(rctx, group, users...)
-	case "remove":
-		members, err = c.RemoveMembers(rctx, group, users...)
-	case "members":
-		members, err = c.Members(rctx, group)
-	default:
-		return usageError{fmt.Sprintf("group: unknown operation %q", op)}
-	}
-	if err != nil {
-		return fmt.Errorf("group %s: %w", op, err)
-	}
-	for _, m := range members {
-		fmt.Fprintln(stdout, m)
-	}
-	return nil
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		var members []string
+		var err error
+		switch op {
+		case "create":
+			members, err = c.CreateGroup(ctx, group, users...)
+		case "add":
+			members, err = c.AddMembers(ctx, group, users...)
+		case "remove":
+			members, err = c.RemoveMembers(ctx, group, users...)
+		case "members":
+			members, err = c.Members(ctx, group)
+		default:
+			return usageError{fmt.Sprintf("group: unknown operation %q", op)}
+		}
+		if err != nil {
+			return fmt.Errorf("group %s: %w", op, err)
+		}
+		for _, m := range members {
+			fmt.Fprintln(stdout, m)
+		}
+		return nil
+	})
 }
 
 func cmdBlock(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -244,25 +243,10 @@ func cmdBlock(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() != 1 {
 		return usageError{"block: want one USER"}
 	}
-	cfg, err := cf.config()
-	if err != nil {
-		return err
-	}
-	cfg.SeqStore = client.NewMemorySeqStore(0)
-	c, err := dial(ctx, &cf, cfg)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
-	if *unblock {
-		err = c.Unblock(rctx, fs.Arg(0))
-	} else {
-		err = c.Block(rctx, fs.Arg(0))
-	}
-	if err != nil {
-		return err
-	}
-	return nil
+	return cf.call(ctx, func(ctx context.Context, c *client.Client) error {
+		if *unblock {
+			return c.Unblock(ctx, fs.Arg(0))
+		}
+		return c.Block(ctx, fs.Arg(0))
+	})
 }
