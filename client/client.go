@@ -51,6 +51,7 @@ type Client struct {
 	device    string
 	appState  wire.AppState
 	keepalive time.Duration // the server's hint from the last Welcome
+	session   string        // the session id of the last Welcome, resumed by the next Hello
 	lastErr   error         // the last connection failure, for Dial's error
 
 	// local is the newest seq handed to the app (written by the pull loop
@@ -686,7 +687,7 @@ func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, relea
 		return nil, fmt.Errorf("client: open session stream: %w", err)
 	}
 	c.mu.Lock()
-	appState, haveStore := c.appState, c.store != nil
+	appState, haveStore, resume := c.appState, c.store != nil, c.session
 	c.mu.Unlock()
 	h := &wire.Hello{
 		Token:             token,
@@ -697,6 +698,7 @@ func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, relea
 		AppState:          appState,
 		Push:              c.cfg.Push,
 		ClientVersion:     "tern-go/" + Version,
+		ResumeSession:     resume,
 	}
 	if err := wire.WriteFrame(str, &wire.SessionUp{Msg: &wire.SessionUp_Hello{Hello: h}}); err != nil {
 		return nil, fmt.Errorf("client: write hello: %w", err)
@@ -767,6 +769,7 @@ func (c *Client) adopt(w *wire.Welcome) error {
 		c.saved.Store(seq)
 		c.log.Debug("seq store opened", "path", st.Path(), "seq", seq)
 	}
+	c.session = w.GetSessionId()
 	c.acked.Store(w.GetAckedSeq())
 	if ms := w.GetKeepaliveMs(); ms > 0 {
 		c.keepalive = time.Duration(ms) * time.Millisecond

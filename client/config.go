@@ -40,6 +40,10 @@ type Config struct {
 	// for later connections), MaxIdleTimeout 45s, small receive windows, no
 	// streams opened by the server, and a TokenStore kept across reconnects.
 	QUIC *quic.Config
+	// DisableMigration makes SwitchNetwork reconnect from the new socket
+	// (with 0-RTT when possible) instead of migrating the connection, for
+	// servers or load balancers that cannot follow a migrated connection.
+	DisableMigration bool
 	// Disable0RTT turns off 0-RTT. By default, when the TLS session cache
 	// holds a ticket for the server, the client dials with 0-RTT and sends
 	// its Hello and first Sync before the handshake completes.

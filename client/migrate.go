@@ -18,7 +18,8 @@ import (
 // When the server refuses the migration or the probe fails within ctx (or
 // RequestTimeout), the client closes the connection and reconnects from the
 // new socket; SwitchNetwork then returns the error that caused the
-// fallback. While disconnected it only makes the next connection use the
+// fallback. With Config.DisableMigration it reconnects from the new socket
+// straight away. While disconnected it only makes the next connection use the
 // new socket.
 func (c *Client) SwitchNetwork(ctx context.Context, localAddr string) error {
 	c.migrateMu.Lock()
@@ -41,6 +42,14 @@ func (c *Client) SwitchNetwork(ctx context.Context, localAddr string) error {
 		return nil
 	}
 
+	if c.cfg.DisableMigration {
+		if !c.useTransport(tr) {
+			return ErrClosed
+		}
+		c.log.Info("network switched; reconnecting (migration disabled)", "local_addr", addr)
+		s.conn.CloseWithError(0, "network switched")
+		return nil
+	}
 	pctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	path, err := s.conn.AddPath(tr)

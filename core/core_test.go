@@ -418,7 +418,7 @@ func TestAttachNotifyTakeover(t *testing.T) {
 	}
 	// The same device again: the first session is replaced.
 	s2 := &recordingSink{}
-	sess2, _, err := f.core.Attach(ctx, core.SessionInfo{User: "bob", Device: "phone", SeqCli: 2}, s2)
+	sess2, w2, err := f.core.Attach(ctx, core.SessionInfo{User: "bob", Device: "phone", SeqCli: 2}, s2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,10 +437,23 @@ func TestAttachNotifyTakeover(t *testing.T) {
 	if s2.last() != 3 || s1.last() != 2 {
 		t.Fatalf("new session heads %v, old %v", s2.heads, s1.heads)
 	}
+	// The replaced session cannot be resumed; the current one can.
+	if _, _, err := f.core.Attach(ctx, core.SessionInfo{User: "bob", Device: "phone", Resume: w.SessionID}, &recordingSink{}); !errors.Is(err, core.ErrSessionReplaced) {
+		t.Fatalf("resuming the replaced session: %v, want ErrSessionReplaced", err)
+	}
 	sess2.Detach()
 	if f.core.Sessions() != 0 {
 		t.Fatal("session still attached")
 	}
+	sess3, w3, err := f.core.Attach(ctx, core.SessionInfo{User: "bob", Device: "phone", Resume: w2.SessionID}, &recordingSink{})
+	if err != nil || w3.SessionID == w2.SessionID || w3.SessionID == "" {
+		t.Fatalf("resuming a session that ended on its own: %v, id %q", err, w3.SessionID)
+	}
+	// Another device cannot be refused with a session id of this one.
+	if _, _, err := f.core.Attach(ctx, core.SessionInfo{User: "bob", Device: "tablet", Resume: w.SessionID}, &recordingSink{}); err != nil {
+		t.Fatalf("another device naming a replaced id of phone: %v", err)
+	}
+	sess3.Detach()
 }
 
 func TestRateLimit(t *testing.T) {

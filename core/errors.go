@@ -18,6 +18,9 @@ var (
 	ErrGroupTooLarge = errors.New("group size limit reached")
 	ErrOverloaded    = errors.New("overloaded")
 	ErrClosed        = errors.New("closed")
+	// ErrSessionReplaced refuses to resume a session that a newer session
+	// of the same device replaced.
+	ErrSessionReplaced = errors.New("session replaced by a newer session of the device")
 )
 
 // ResyncError says a sync asked for entries that are not retained (below

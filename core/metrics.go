@@ -97,6 +97,8 @@ func Reason(err error) string {
 		return "overloaded"
 	case isErr(err, ErrClosed):
 		return "closed"
+	case isErr(err, ErrSessionReplaced):
+		return "session_replaced"
 	case isRateLimit(err):
 		return "rate_limited"
 	case isResync(err):

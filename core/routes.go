@@ -2,9 +2,12 @@ package core
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Sink is how core reaches one live session: the edge implements it for the
@@ -27,12 +30,20 @@ type SessionInfo struct {
 	AppState AppState
 	// SeqCli is the seq the device reports having stored; it is acknowledged.
 	SeqCli Seq
+	// Resume is the id of the session the client had before, if any.
+	// Resuming a session that a newer session of the same device replaced
+	// fails with ErrSessionReplaced, so that a stale client stops instead of
+	// taking the device back.
+	Resume string
 }
 
 // Welcome is the mailbox state a new session starts from.
 type Welcome struct {
-	Head  Seq
-	Floor Seq
+	// SessionID names the new session; clients send it back as
+	// SessionInfo.Resume when they reconnect.
+	SessionID string
+	Head      Seq
+	Floor     Seq
 	// Acked is the account's acked seq (AckAccount) or the device's cursor
 	// (AckDevice).
 	Acked Seq
@@ -49,7 +60,7 @@ type Session interface {
 
 type session struct {
 	r        *routes
-	id       uint64
+	id       string
 	user     UserID
 	device   DeviceID
 	platform Platform
@@ -61,18 +72,63 @@ type session struct {
 func (s *session) SetAppState(st AppState) { s.state.Store(int32(st)) }
 func (s *session) Detach()                 { s.r.detach(s) }
 
-// routes maps users to their live sessions.
+// routes maps users to their live sessions, and remembers recently replaced
+// sessions so that their clients cannot resume them.
 type routes struct {
-	c      *Core
-	nextID atomic.Uint64
+	c *Core
 
-	mu    sync.RWMutex
-	users map[UserID]map[DeviceID]*session // guarded by mu
-	count int                              // guarded by mu
+	mu       sync.RWMutex
+	users    map[UserID]map[DeviceID]*session // guarded by mu
+	count    int                              // guarded by mu
+	replaced map[string]replacedSession       // guarded by mu; by session id
+	order    []string                         // guarded by mu; replaced ids, oldest first
 }
 
+type replacedSession struct {
+	user   UserID
+	device DeviceID
+	at     time.Time
+}
+
+// Replaced sessions are remembered for replacedTTL, at most replacedMax of
+// them (the oldest are forgotten first).
+const (
+	replacedTTL = 24 * time.Hour
+	replacedMax = 100_000
+)
+
 func newRoutes(c *Core) *routes {
-	return &routes{c: c, users: make(map[UserID]map[DeviceID]*session)}
+	return &routes{c: c, users: make(map[UserID]map[DeviceID]*session), replaced: make(map[string]replacedSession)}
+}
+
+func newSessionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// wasReplaced reports whether the session id of the device was replaced by a
+// newer session.
+func (r *routes) wasReplaced(id string, u UserID, d DeviceID) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	rs, ok := r.replaced[id]
+	return ok && rs.user == u && rs.device == d
+}
+
+// remember records that old was replaced. Called with mu held.
+func (r *routes) remember(old *session, now time.Time) {
+	r.replaced[old.id] = replacedSession{user: old.user, device: old.device, at: now}
+	r.order = append(r.order, old.id)
+	for len(r.order) > 0 {
+		first := r.replaced[r.order[0]]
+		if len(r.order) <= replacedMax && now.Sub(first.at) < replacedTTL {
+			break
+		}
+		delete(r.replaced, r.order[0])
+		r.order[0] = ""
+		r.order = r.order[1:]
+	}
 }
 
 // Attach registers a live session of a device and returns its handle and the
@@ -86,12 +142,16 @@ func (c *Core) Attach(ctx context.Context, info SessionInfo, sink Sink) (Session
 	if err := info.Device.Validate(); err != nil {
 		return nil, Welcome{}, err
 	}
+	if info.Resume != "" && c.routes.wasReplaced(info.Resume, info.User, info.Device) {
+		return nil, Welcome{}, ErrSessionReplaced
+	}
 	s := c.routes.attach(info, sink)
 	w, err := c.welcome(ctx, info)
 	if err != nil {
 		s.Detach()
 		return nil, Welcome{}, err
 	}
+	w.SessionID = s.id
 	return s, w, nil
 }
 
@@ -108,7 +168,7 @@ func (c *Core) welcome(ctx context.Context, info SessionInfo) (Welcome, error) {
 }
 
 func (r *routes) attach(info SessionInfo, sink Sink) *session {
-	s := &session{r: r, id: r.nextID.Add(1), user: info.User, device: info.Device, platform: info.Platform, sink: sink}
+	s := &session{r: r, id: newSessionID(), user: info.User, device: info.Device, platform: info.Platform, sink: sink}
 	s.state.Store(int32(info.AppState))
 	r.mu.Lock()
 	devs := r.users[info.User]
@@ -120,6 +180,7 @@ func (r *routes) attach(info SessionInfo, sink Sink) *session {
 	devs[info.Device] = s
 	if old != nil {
 		old.detached.Store(true)
+		r.remember(old, r.c.cfg.Now())
 	} else {
 		r.count++
 	}

@@ -2,8 +2,6 @@ package edge
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -213,6 +211,7 @@ func (c *conn) hello(st *quic.Stream) (*wire.Welcome, bool) {
 		Platform: toCorePlatform(h.GetPlatform()),
 		AppState: toCoreAppState(h.GetAppState()),
 		SeqCli:   core.Seq(h.GetSeqCli()),
+		Resume:   h.GetResumeSession(),
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, cfg.RequestTimeout)
 	sess, w, err := c.s.backend.Attach(ctx, info, c)
@@ -227,7 +226,7 @@ func (c *conn) hello(st *quic.Stream) (*wire.Welcome, bool) {
 	c.s.m.Add(MetricHandshakes, "ok", 1)
 	c.known.Store(max(uint64(w.Head), h.GetSeqCli()))
 	return &wire.Welcome{
-		SessionId:         newSessionID(),
+		SessionId:         w.SessionID,
 		SeqSvr:            uint64(w.Head),
 		AckedSeq:          uint64(w.Acked),
 		KeepaliveMs:       wire.Millis(cfg.KeepAlive),
@@ -522,10 +521,4 @@ func (c *conn) group(ctx context.Context, r *wire.GroupRequest) ([]core.UserID, 
 		return c.s.backend.Members(ctx, u, g)
 	}
 	return nil, fmt.Errorf("%w: unknown group op %d", core.ErrInvalid, r.GetOp())
-}
-
-func newSessionID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
 }

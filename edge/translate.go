@@ -24,6 +24,7 @@ var errorTable = []struct {
 	{core.ErrGroupTooLarge, wire.CodeGroupTooLarge},
 	{core.ErrOverloaded, wire.CodeOverloaded},
 	{core.ErrClosed, wire.CodeShuttingDown},
+	{core.ErrSessionReplaced, wire.CodeSessionReplaced},
 	{ErrTokenExpired, wire.CodeTokenExpired},
 	{ErrTokenInvalid, wire.CodeUnauthenticated},
 	{wire.ErrFrameTooLarge, wire.CodeFrameTooLarge},

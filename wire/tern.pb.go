@@ -511,6 +511,11 @@ type Hello struct {
 	Push *PushRegistration `protobuf:"bytes,7,opt,name=push,proto3" json:"push,omitempty"`
 	// client_version is a free-form SDK name and version, for logs.
 	ClientVersion string `protobuf:"bytes,8,opt,name=client_version,json=clientVersion,proto3" json:"client_version,omitempty"`
+	// resume_session is the session_id of the session this client had before
+	// this connection, if any. When another connection of the same device has
+	// replaced that session since, the server refuses the Hello with
+	// SESSION_REPLACED instead of letting a stale client take the device back.
+	ResumeSession string `protobuf:"bytes,9,opt,name=resume_session,json=resumeSession,proto3" json:"resume_session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -597,6 +602,13 @@ func (x *Hello) GetPush() *PushRegistration {
 func (x *Hello) GetClientVersion() string {
 	if x != nil {
 		return x.ClientVersion
+	}
+	return ""
+}
+
+func (x *Hello) GetResumeSession() string {
+	if x != nil {
+		return x.ResumeSession
 	}
 	return ""
 }
@@ -2039,7 +2051,7 @@ const file_tern_proto_rawDesc = "" +
 	"\x06notify\x18\x02 \x01(\v2\x0f.tern.v1.NotifyH\x00R\x06notify\x12*\n" +
 	"\ago_away\x18\x03 \x01(\v2\x0f.tern.v1.GoAwayH\x00R\x06goAway\x12&\n" +
 	"\x05error\x18\x04 \x01(\v2\x0e.tern.v1.ErrorH\x00R\x05errorB\x05\n" +
-	"\x03msg\"\xb2\x02\n" +
+	"\x03msg\"\xd9\x02\n" +
 	"\x05Hello\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12-\n" +
 	"\x12capability_version\x18\x02 \x01(\rR\x11capabilityVersion\x12\x16\n" +
@@ -2048,7 +2060,8 @@ const file_tern_proto_rawDesc = "" +
 	"\aseq_cli\x18\x05 \x01(\x04R\x06seqCli\x12.\n" +
 	"\tapp_state\x18\x06 \x01(\x0e2\x11.tern.v1.AppStateR\bappState\x12-\n" +
 	"\x04push\x18\a \x01(\v2\x19.tern.v1.PushRegistrationR\x04push\x12%\n" +
-	"\x0eclient_version\x18\b \x01(\tR\rclientVersion\"\xa9\x01\n" +
+	"\x0eclient_version\x18\b \x01(\tR\rclientVersion\x12%\n" +
+	"\x0eresume_session\x18\t \x01(\tR\rresumeSession\"\xa9\x01\n" +
 	"\x10PushRegistration\x12-\n" +
 	"\bplatform\x18\x01 \x01(\x0e2\x11.tern.v1.PlatformR\bplatform\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x14\n" +

@@ -6,12 +6,12 @@ package testserver
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -49,6 +49,7 @@ type Server struct {
 	ln      *edge.Listener
 	serveCh chan error
 	closed  bool
+	ownDir  string // removed by Close when New made it
 }
 
 // Start starts a gateway and registers its Close with t.Cleanup.
@@ -70,6 +71,14 @@ func New(o Options) (*Server, error) {
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:0"
 	}
+	ownDir := ""
+	if o.Dir == "" {
+		d, err := os.MkdirTemp("", "tern-testserver-")
+		if err != nil {
+			return nil, err
+		}
+		o.Dir, ownDir = d, d
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -82,11 +91,13 @@ func New(o Options) (*Server, error) {
 	if o.Edge.Logger == nil {
 		o.Edge.Logger = o.Logger
 	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	// The signing key lives in Dir, as with tern serve, so that a server
+	// restarted on the same Dir accepts the tokens of its previous life.
+	priv, err := edge.LoadOrCreateSigningKey(filepath.Join(o.Dir, "keys", "token-ed25519.pem"))
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Signer: edge.TokenSigner{Key: priv}, serveCh: make(chan error, 1)}
+	s := &Server{Signer: edge.TokenSigner{Key: priv}, serveCh: make(chan error, 1), ownDir: ownDir}
 	if o.Memory {
 		s.Store = storage.NewMemory(o.Store)
 	} else {
@@ -182,4 +193,7 @@ func (s *Server) closeCore() {
 		s.Core.Close(ctx)
 	}
 	s.Store.Close()
+	if s.ownDir != "" {
+		os.RemoveAll(s.ownDir)
+	}
 }
