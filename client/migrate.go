@@ -72,6 +72,12 @@ func (c *Client) SwitchNetwork(ctx context.Context, localAddr string) error {
 		return fmt.Errorf("client: switch network to %s: %w (reconnecting from there)", addr, err)
 	}
 	c.stats.migrations.Add(1)
+	// What went out on the old network may be lost with it, and quic-go
+	// only applies the switch when the connection next has something to
+	// do: repeat the requests in flight on new streams, and pull (a Notify
+	// may have been lost too).
+	s.pathChanged()
+	c.wakePull()
 	c.log.Info("migrated", "local_addr", addr, "session", s.welcome.GetSessionId())
 	c.emit(Event{Kind: EventMigrated, Addr: addr})
 	return nil

@@ -48,8 +48,9 @@ func (c *Client) call(ctx context.Context, o callOpts, attempt attemptFunc) (*wi
 		if err != nil {
 			return nil, callErr(o.name, err, last)
 		}
-		actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		actx, cancel := s.attemptContext(ctx, c.cfg.RequestTimeout)
 		resp, err := attempt(actx, s)
+		moved := errors.Is(context.Cause(actx), errPathChanged)
 		cancel()
 		if err == nil {
 			if e := resp.GetError(); e != nil {
@@ -66,7 +67,11 @@ func (c *Client) call(ctx context.Context, o callOpts, attempt attemptFunc) (*wi
 		}
 		last = err
 		if o.noWait {
-			return nil, callErr(o.name, err, nil)
+			return nil, callErr(o.name, err, nil) // best effort: not repeated, even after a move
+		}
+		if moved && s.conn.Context().Err() == nil {
+			c.log.Debug("request repeated on the new path", "req", o.name, "attempt", n)
+			continue
 		}
 		delay, retry := c.retryDelay(err, s, n)
 		if !retry {

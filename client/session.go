@@ -49,6 +49,43 @@ type session struct {
 
 	gone     chan struct{} // closed when the session is unpublished
 	goneOnce sync.Once
+
+	// pathCtx is cancelled with errPathChanged when the connection moves
+	// to a new path, and replaced; request attempts are bound to it.
+	pathMu     sync.Mutex
+	pathCtx    context.Context
+	pathCancel context.CancelCauseFunc
+}
+
+// errPathChanged cancels the request attempts in flight when the connection
+// moved to a new network path: their packets went out on the old one, and
+// repeating them on new streams gets them (and, through the new stream
+// data, quic-go's switch to the new path) moving at once instead of after a
+// retransmission timeout.
+var errPathChanged = errors.New("client: network path changed")
+
+// attemptContext bounds one request attempt: by ctx, by timeout, and by the
+// current network path.
+func (s *session) attemptContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	s.pathMu.Lock()
+	pctx := s.pathCtx
+	s.pathMu.Unlock()
+	cctx, cancelCause := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(pctx, func() { cancelCause(context.Cause(pctx)) })
+	actx, cancelTimeout := context.WithTimeout(cctx, timeout)
+	return actx, func() {
+		stop()
+		cancelTimeout()
+		cancelCause(nil)
+	}
+}
+
+// pathChanged cancels the attempts bound to the old path.
+func (s *session) pathChanged() {
+	s.pathMu.Lock()
+	defer s.pathMu.Unlock()
+	s.pathCancel(errPathChanged)
+	s.pathCtx, s.pathCancel = context.WithCancelCause(context.Background())
 }
 
 // pendingSync is a Sync request sent with the Hello whose response has not
@@ -59,7 +96,10 @@ type pendingSync struct {
 }
 
 func newSession(conn *quic.Conn, str *quic.Stream) *session {
+	pctx, pcancel := context.WithCancelCause(context.Background())
 	return &session{
+		pathCtx:    pctx,
+		pathCancel: pcancel,
 		conn:       conn,
 		str:        str,
 		maxWrite:   wire.DefaultMaxFrameSize,

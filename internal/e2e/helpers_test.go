@@ -16,7 +16,7 @@ import (
 	"github.com/ternhq/tern/wire"
 )
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
+func ctxT(t testing.TB, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -35,7 +35,7 @@ func raw(t *testing.T, s *testserver.Server, user, device string, seqCli uint64)
 }
 
 // sdk dials an SDK client with a memory seq store starting at seq.
-func sdk(t *testing.T, s *testserver.Server, user, device string, seq uint64, mod func(*client.Config)) *client.Client {
+func sdk(t testing.TB, s *testserver.Server, user, device string, seq uint64, mod func(*client.Config)) *client.Client {
 	t.Helper()
 	cfg := client.Config{
 		Addr:         s.Addr,
@@ -90,7 +90,7 @@ func (b *inbox) add(m client.Message) {
 }
 
 // wait waits until n messages arrived and checks the history.
-func (b *inbox) wait(t *testing.T, n int, d time.Duration) []client.Message {
+func (b *inbox) wait(t testing.TB, n int, d time.Duration) []client.Message {
 	t.Helper()
 	deadline := time.After(d)
 	for {

@@ -46,7 +46,7 @@ func via(px *netsim.Proxy, in *inbox, more ...func(*client.Config)) func(*client
 
 // sendMany sends n messages from c to `to` with `width` sends in flight and
 // returns the results in send order.
-func sendMany(t *testing.T, ctx context.Context, c *client.Client, to string, n, width int, tag string) []client.SendResult {
+func sendMany(t testing.TB, ctx context.Context, c *client.Client, to string, n, width int, tag string) []client.SendResult {
 	t.Helper()
 	res := make([]client.SendResult, n)
 	var next atomic.Int64

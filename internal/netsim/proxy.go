@@ -57,6 +57,7 @@ type Proxy struct {
 	start    time.Time // time base for the atomics below
 	up, down *pipe
 
+	downIPs        sync.Map // netip.Addr → struct{}: client networks that are down
 	blackholeOn    atomic.Bool
 	blackholeUntil atomic.Int64 // ns since start; the blackhole is on before it
 
@@ -243,6 +244,29 @@ func (p *Proxy) SetBlackhole(on bool) {
 	}
 }
 
+// SetClientIPDown takes the network of the clients whose address is ip down
+// (or up again): every packet from or to such a client is dropped as
+// blackholed, including packets in flight. It models one interface of a
+// phone going away (Wi-Fi out of range) while another (cellular, a client
+// socket bound to another loopback address) keeps working.
+func (p *Proxy) SetClientIPDown(ip string, down bool) error {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return fmt.Errorf("netsim: client ip %q: %w", ip, err)
+	}
+	if down {
+		p.downIPs.Store(a.Unmap(), struct{}{})
+	} else {
+		p.downIPs.Delete(a.Unmap())
+	}
+	return nil
+}
+
+func (p *Proxy) clientDown(client netip.AddrPort) bool {
+	_, down := p.downIPs.Load(client.Addr())
+	return down
+}
+
 func (p *Proxy) blackholed(now time.Time) bool {
 	return p.blackholeOn.Load() || int64(now.Sub(p.start)) < p.blackholeUntil.Load()
 }
@@ -395,6 +419,10 @@ func (p *Proxy) readClients() {
 			return // only Close closes it; UDP reads report no peer errors
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if p.clientDown(from) {
+			p.up.dropArrived(n, dropBlackhole)
+			continue
+		}
 		f, err := p.flowFor(from)
 		if err != nil {
 			if errors.Is(err, ErrClosed) {
@@ -463,6 +491,9 @@ func (p *Proxy) deliverUp(pkt *packet) dropReason {
 	if conn == nil {
 		return dropClosedFlow
 	}
+	if p.clientDown(pkt.flow.client) {
+		return dropBlackhole
+	}
 	p.delivered(pkt, true)
 	if _, err := conn.WriteToUDPAddrPort(pkt.payload(), p.target); err != nil {
 		if pkt.flow.current() == nil {
@@ -476,6 +507,9 @@ func (p *Proxy) deliverUp(pkt *packet) dropReason {
 func (p *Proxy) deliverDown(pkt *packet) dropReason {
 	if pkt.flow.current() == nil {
 		return dropClosedFlow
+	}
+	if p.clientDown(pkt.flow.client) {
+		return dropBlackhole
 	}
 	p.delivered(pkt, false)
 	if _, err := p.ln.WriteToUDPAddrPort(pkt.payload(), pkt.flow.client); err != nil {

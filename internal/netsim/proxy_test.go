@@ -106,13 +106,23 @@ type echo struct {
 	b   []byte
 }
 
-func newClient(t *testing.T, p *netsim.Proxy) *client {
+func newClient(t *testing.T, p *netsim.Proxy) *client { return newClientFrom(t, p, "") }
+
+// newClientFrom is newClient with the client's socket bound to local ("":
+// the system's choice).
+func newClientFrom(t *testing.T, p *netsim.Proxy, local string) *client {
 	t.Helper()
 	raddr, err := net.ResolveUDPAddr("udp", p.Addr()) // an IP literal: no lookup
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := net.DialUDP("udp", nil, raddr)
+	var laddr *net.UDPAddr
+	if local != "" {
+		if laddr, err = net.ResolveUDPAddr("udp", local); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := net.DialUDP("udp", laddr, raddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -590,6 +600,39 @@ func TestClientMigration(t *testing.T) {
 	}
 	if c2.count() != 1 {
 		t.Errorf("an echo for the old socket reached the new one")
+	}
+}
+
+// TestClientIPDown: one of a phone's networks goes away (its client sockets
+// hear nothing and reach nothing) while another keeps working.
+func TestClientIPDown(t *testing.T) {
+	e := startEcho(t)
+	p := newProxy(t, netsim.Config{Target: e.addr()})
+	wifi := newClientFrom(t, p, "127.0.0.1:0")
+	cell := newClientFrom(t, p, "127.0.0.2:0")
+	wifi.send(1, 64)
+	wifi.waitCount(1)
+	if err := p.SetClientIPDown("127.0.0.1", true); err != nil {
+		t.Fatal(err)
+	}
+	wifi.send(2, 64)
+	waitFor(t, "the packet from the downed network to be dropped", func() bool { return p.Stats().Up.Dropped.Blackhole == 1 })
+	cell.send(3, 64)
+	if got := cell.waitCount(1); got[0].seq != 3 {
+		t.Fatalf("the other network got seq %d", got[0].seq)
+	}
+	if wifi.count() != 1 {
+		t.Fatalf("the downed network received %d echoes, want only the one before", wifi.count())
+	}
+	if err := p.SetClientIPDown("127.0.0.1", false); err != nil {
+		t.Fatal(err)
+	}
+	wifi.send(4, 64)
+	if got := wifi.waitCount(2); got[1].seq != 4 {
+		t.Fatalf("after the network came back: seq %d", got[1].seq)
+	}
+	if err := p.SetClientIPDown("not-an-ip", true); err == nil {
+		t.Fatal("a malformed ip was accepted")
 	}
 }
 
