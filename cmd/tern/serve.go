@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/ternhq/tern/core"
 	"github.com/ternhq/tern/edge"
+	"github.com/ternhq/tern/internal/gateway"
 	"github.com/ternhq/tern/storage"
 )
 
@@ -219,14 +219,7 @@ type ready struct {
 // serve runs the embedded gateway (edge + core + storage) until ctx is done,
 // then drains.
 func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
-	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	priv, err := edge.LoadOrCreateSigningKey(signingKeyPath(cfg.Data))
-	if err != nil {
-		return err
-	}
-	keys := []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)}
+	var keys []ed25519.PublicKey
 	for _, f := range cfg.TokenKeys {
 		k, err := edge.LoadPublicKey(f)
 		if err != nil {
@@ -234,7 +227,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		}
 		keys = append(keys, k)
 	}
-	tlsConf, caFile, err := serverTLS(cfg)
+	tlsConf, err := serverTLS(cfg)
 	if err != nil {
 		return err
 	}
@@ -242,68 +235,49 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return usageError{err.Error()}
 	}
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := newPromMetrics(reg, log, core.MetricDescs, storage.MetricDescs, edge.MetricDescs)
 	if err != nil {
 		return err
 	}
-
-	sopts := storage.Options{Shards: cfg.Storage.Shards, MaxBatch: cfg.Storage.MaxBatch, Metrics: metrics, Logger: log.With("component", "storage")}
-	var store *storage.Store
 	if cfg.Memory {
-		store = storage.NewMemory(sopts)
 		log.Warn("state is kept in memory only and is lost on exit (--memory)")
-	} else {
-		store, err = storage.OpenBadger(filepath.Join(cfg.Data, "db"), sopts)
-		if err != nil {
-			return err
-		}
 	}
-	defer store.Close()
-
-	c, err := core.New(core.Config{
-		AckMode:      ackMode,
-		RetainCount:  cfg.Core.RetainCount,
-		RetainAge:    time.Duration(cfg.Core.RetainAge),
-		DedupWindow:  time.Duration(cfg.Core.DedupWindow),
-		MaxBodySize:  cfg.Core.MaxBodySize,
-		MaxGroupSize: cfg.Core.MaxGroupSize,
-		SendRate:     cfg.Core.SendRate,
-		SendBurst:    cfg.Core.SendBurst,
-		SyncLimit:    cfg.Core.SyncLimit,
-		Forward:      core.ForwardConfig{MaxInFlight: cfg.Core.ForwardMaxInFlight},
-		Logger:       log.With("component", "core"),
-		Metrics:      metrics,
-	}, store)
-	if err != nil {
-		return err
-	}
-	srv, err := edge.NewServer(edge.Config{
-		Auth:         &edge.TokenVerifier{Keys: keys},
-		MaxFrameSize: cfg.Edge.MaxFrameSize,
-		KeepAlive:    time.Duration(cfg.Edge.KeepAlive),
-		GoAwayJitter: time.Duration(cfg.Edge.GoAwayJitter),
-		Logger:       log.With("component", "edge"),
-		Metrics:      metrics,
-	}, c)
-	if err != nil {
-		return err
-	}
-	secrets, err := edge.LoadOrCreateSecrets(filepath.Join(cfg.Data, "keys", "transport-secret"))
-	if err != nil {
-		return err
-	}
-	ln, err := edge.Listen(cfg.Listen, tlsConf, edge.QUICOptions{
-		IdleTimeout: time.Duration(cfg.Edge.IdleTimeout),
-		MaxStreams:  cfg.Edge.MaxStreams,
-		Secrets:     secrets,
+	g, err := gateway.Open(gateway.Config{
+		Dir:       cfg.Data,
+		Memory:    cfg.Memory,
+		Listen:    cfg.Listen,
+		TLS:       tlsConf,
+		TokenKeys: keys,
+		Logger:    log,
+		Metrics:   metrics,
+		Core: core.Config{
+			AckMode:      ackMode,
+			RetainCount:  cfg.Core.RetainCount,
+			RetainAge:    time.Duration(cfg.Core.RetainAge),
+			DedupWindow:  time.Duration(cfg.Core.DedupWindow),
+			MaxBodySize:  cfg.Core.MaxBodySize,
+			MaxGroupSize: cfg.Core.MaxGroupSize,
+			SendRate:     cfg.Core.SendRate,
+			SendBurst:    cfg.Core.SendBurst,
+			SyncLimit:    cfg.Core.SyncLimit,
+			Forward:      core.ForwardConfig{MaxInFlight: cfg.Core.ForwardMaxInFlight},
+		},
+		Store: storage.Options{Shards: cfg.Storage.Shards, MaxBatch: cfg.Storage.MaxBatch},
+		Edge: edge.Config{
+			MaxFrameSize: cfg.Edge.MaxFrameSize,
+			KeepAlive:    time.Duration(cfg.Edge.KeepAlive),
+			GoAwayJitter: time.Duration(cfg.Edge.GoAwayJitter),
+		},
+		QUIC: edge.QUICOptions{
+			IdleTimeout: time.Duration(cfg.Edge.IdleTimeout),
+			MaxStreams:  cfg.Edge.MaxStreams,
+		},
 	})
 	if err != nil {
 		return err
 	}
-	defer ln.CloseTransport()
 
 	var draining atomic.Bool
 	var httpSrv *http.Server
@@ -311,6 +285,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	if cfg.HTTP != "" && cfg.HTTP != "off" {
 		hl, err := net.Listen("tcp", cfg.HTTP)
 		if err != nil {
+			g.Close()
 			return fmt.Errorf("http listen: %w", err)
 		}
 		httpAddr = hl.Addr().String()
@@ -330,13 +305,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			}
 		}()
 	}
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("tern serving", "listen", ln.Addr().String(), "http", httpAddr, "data", cfg.Data, "ca", caFile, "ack_mode", ackMode.String())
+	log.Info("tern serving", "listen", g.Addr, "http", httpAddr, "data", cfg.Data, "ca", g.CAFile, "ack_mode", ackMode.String())
 	if cfg.ReadyFile != "" {
-		b, _ := json.Marshal(ready{Listen: ln.Addr().String(), HTTP: httpAddr, CA: caFile, PID: os.Getpid()})
+		b, _ := json.Marshal(ready{Listen: g.Addr, HTTP: httpAddr, CA: g.CAFile, PID: os.Getpid()})
 		if err := os.WriteFile(cfg.ReadyFile, append(b, '\n'), 0o644); err != nil {
+			g.Close()
 			return fmt.Errorf("ready file: %w", err)
 		}
 	}
@@ -345,47 +318,37 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	select {
 	case <-ctx.Done():
 		log.Info("draining", "timeout", time.Duration(cfg.DrainTimeout).String())
-	case runErr = <-serveErr:
+	case runErr = <-g.Serving():
 		log.Error("listener failed", "err", runErr)
 	}
 	draining.Store(true)
 	dctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.DrainTimeout))
 	defer cancel()
-	if err := srv.Shutdown(dctx); err != nil {
-		log.Warn("drain cut short", "err", err)
-	}
-	if err := c.Close(dctx); err != nil {
-		log.Warn("core close", "err", err)
+	if err := g.Shutdown(dctx); err != nil {
+		log.Warn("shutdown", "err", err)
+		if runErr == nil && !errors.Is(err, context.DeadlineExceeded) {
+			runErr = err
+		}
 	}
 	if httpSrv != nil {
 		httpSrv.Shutdown(dctx)
-	}
-	if err := store.Close(); err != nil {
-		log.Error("store close", "err", err)
-		if runErr == nil {
-			runErr = err
-		}
 	}
 	log.Info("stopped")
 	return runErr
 }
 
-// serverTLS loads --cert/--key or the development certificate, and returns
-// the CA file a client should trust for the development certificate.
-func serverTLS(cfg serveConfig) (*tls.Config, string, error) {
-	if cfg.Cert != "" || cfg.Key != "" {
-		if cfg.Cert == "" || cfg.Key == "" {
-			return nil, "", usageError{"--cert and --key go together"}
-		}
-		c, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
-		if err != nil {
-			return nil, "", fmt.Errorf("tls: %w", err)
-		}
-		return edge.ServerTLSConfig(c), "", nil
+// serverTLS loads --cert/--key; nil means the gateway's development
+// certificate.
+func serverTLS(cfg serveConfig) (*tls.Config, error) {
+	if cfg.Cert == "" && cfg.Key == "" {
+		return nil, nil
 	}
-	c, caFile, err := edge.LoadOrCreateDevCert(filepath.Join(cfg.Data, "tls"))
+	if cfg.Cert == "" || cfg.Key == "" {
+		return nil, usageError{"--cert and --key go together"}
+	}
+	c, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
 	if err != nil {
-		return nil, "", err
+		return nil, fmt.Errorf("tls: %w", err)
 	}
-	return edge.ServerTLSConfig(c), caFile, nil
+	return edge.ServerTLSConfig(c), nil
 }

@@ -9,11 +9,12 @@ import (
 
 	"github.com/ternhq/tern/core"
 	"github.com/ternhq/tern/edge"
+	"github.com/ternhq/tern/internal/gateway"
 )
 
 // signingKeyPath is where serve and token keep the token signing key.
 func signingKeyPath(data string) string {
-	return filepath.Join(data, "keys", "token-ed25519.pem")
+	return filepath.Join(data, gateway.SigningKey)
 }
 
 func cmdToken(args []string, stdout, stderr io.Writer) error {

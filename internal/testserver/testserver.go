@@ -1,37 +1,34 @@
 // Package testserver runs an embedded Tern gateway (edge + core + storage) in
 // process on 127.0.0.1 port 0, for tests and benchmarks: real QUIC, real
 // TLS, real tokens, and a Badger store in a temporary directory (or memory).
+// It is internal/gateway with test conveniences.
 package testserver
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/ternhq/tern/core"
 	"github.com/ternhq/tern/edge"
+	"github.com/ternhq/tern/internal/gateway"
 	"github.com/ternhq/tern/storage"
-	"github.com/ternhq/tern/wire"
 )
 
 // Options configure a Server. Zero values are defaults.
 type Options struct {
-	// Dir holds the Badger store and the TLS certificate; "" means
-	// t.TempDir(). Memory keeps state in memory instead of Badger.
+	// Dir holds the store, keys and certificate; "" means a temporary
+	// directory. Memory keeps state in memory instead of Badger.
 	Dir    string
 	Memory bool
-	Core   core.Config
-	Edge   edge.Config
-	QUIC   edge.QUICOptions
-	Store  storage.Options
+	// Core defaults to no send rate limit (tests send in bursts).
+	Core  core.Config
+	Edge  edge.Config
+	QUIC  edge.QUICOptions
+	Store storage.Options
 	// Listen is the UDP address; default 127.0.0.1:0.
 	Listen string
 	Logger *slog.Logger
@@ -39,17 +36,8 @@ type Options struct {
 
 // Server is a running embedded gateway.
 type Server struct {
-	Addr    string
-	Core    *core.Core
-	Store   *storage.Store
-	Edge    *edge.Server
-	Signer  edge.TokenSigner
-	CAPool  *x509.CertPool
-	CAFile  string
-	ln      *edge.Listener
-	serveCh chan error
-	closed  bool
-	ownDir  string // removed by Close when New made it
+	*gateway.Gateway
+	ownDir string // removed by Close when New made it
 }
 
 // Start starts a gateway and registers its Close with t.Cleanup.
@@ -68,85 +56,36 @@ func Start(t testing.TB, o Options) *Server {
 
 // New starts a gateway; the caller must Close it.
 func New(o Options) (*Server, error) {
-	if o.Listen == "" {
-		o.Listen = "127.0.0.1:0"
-	}
-	ownDir := ""
+	s := &Server{}
 	if o.Dir == "" {
 		d, err := os.MkdirTemp("", "tern-testserver-")
 		if err != nil {
 			return nil, err
 		}
-		o.Dir, ownDir = d, d
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+		o.Dir, s.ownDir = d, d
 	}
 	if o.Core.SendRate == 0 {
-		o.Core.SendRate = -1 // tests send in bursts
+		o.Core.SendRate = -1
 	}
-	if o.Core.Logger == nil {
-		o.Core.Logger = o.Logger
-	}
-	if o.Edge.Logger == nil {
-		o.Edge.Logger = o.Logger
-	}
-	// The signing key lives in Dir, as with tern serve, so that a server
-	// restarted on the same Dir accepts the tokens of its previous life.
-	priv, err := edge.LoadOrCreateSigningKey(filepath.Join(o.Dir, "keys", "token-ed25519.pem"))
+	g, err := gateway.Open(gateway.Config{
+		Dir: o.Dir, Memory: o.Memory, Listen: o.Listen,
+		Core: o.Core, Store: o.Store, Edge: o.Edge, QUIC: o.QUIC, Logger: o.Logger,
+	})
 	if err != nil {
+		s.removeDir()
 		return nil, err
 	}
-	s := &Server{Signer: edge.TokenSigner{Key: priv}, serveCh: make(chan error, 1), ownDir: ownDir}
-	if o.Memory {
-		s.Store = storage.NewMemory(o.Store)
-	} else {
-		if s.Store, err = storage.OpenBadger(filepath.Join(o.Dir, "db"), o.Store); err != nil {
-			return nil, err
-		}
-	}
-	if s.Core, err = core.New(o.Core, s.Store); err != nil {
-		s.Store.Close()
-		return nil, err
-	}
-	if o.Edge.Auth == nil {
-		o.Edge.Auth = &edge.TokenVerifier{Keys: []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)}}
-	}
-	if s.Edge, err = edge.NewServer(o.Edge, s.Core); err != nil {
-		s.closeCore()
-		return nil, err
-	}
-	cert, caFile, err := edge.LoadOrCreateDevCert(filepath.Join(o.Dir, "tls"))
-	if err != nil {
-		s.closeCore()
-		return nil, err
-	}
-	s.CAFile = caFile
-	if s.CAPool, err = edge.CertPool(caFile); err != nil {
-		s.closeCore()
-		return nil, err
-	}
-	if s.ln, err = edge.Listen(o.Listen, edge.ServerTLSConfig(cert), o.QUIC); err != nil {
-		s.closeCore()
-		return nil, err
-	}
-	s.Addr = s.ln.Addr().String()
-	go func() { s.serveCh <- s.Edge.Serve(s.ln) }()
+	s.Gateway = g
 	return s, nil
 }
 
 // Token mints a token for the device, valid for an hour.
 func (s *Server) Token(user, device string) string {
-	tok, err := s.Signer.Sign(core.UserID(user), core.DeviceID(device), time.Hour)
+	tok, err := s.Gateway.Token(user, device, time.Hour)
 	if err != nil {
 		panic(err)
 	}
 	return tok
-}
-
-// ClientTLS returns a TLS config that trusts the server's certificate.
-func (s *Server) ClientTLS() *tls.Config {
-	return &tls.Config{RootCAs: s.CAPool, ServerName: "localhost", NextProtos: []string{wire.ALPN}, MinVersion: tls.VersionTLS13}
 }
 
 // UDPAddr is Addr resolved.
@@ -158,41 +97,19 @@ func (s *Server) UDPAddr() *net.UDPAddr {
 	return a
 }
 
-// Shutdown drains the edge gracefully (GoAway, in-flight requests), then
-// stops core and the store.
+// Shutdown drains gracefully; see gateway.Gateway.Shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	err := s.Edge.Shutdown(ctx)
-	if e := <-s.serveCh; e != nil && e != edge.ErrServerClosed && err == nil {
-		err = fmt.Errorf("serve: %w", e)
-	}
-	s.closeCore()
-	s.ln.CloseTransport()
-	return err
+	defer s.removeDir()
+	return s.Gateway.Shutdown(ctx)
 }
 
 // Close stops everything at once.
 func (s *Server) Close() error {
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	s.Edge.Close()
-	<-s.serveCh
-	s.closeCore()
-	return s.ln.CloseTransport()
+	defer s.removeDir()
+	return s.Gateway.Close()
 }
 
-func (s *Server) closeCore() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if s.Core != nil {
-		s.Core.Close(ctx)
-	}
-	s.Store.Close()
+func (s *Server) removeDir() {
 	if s.ownDir != "" {
 		os.RemoveAll(s.ownDir)
 	}
