@@ -22,7 +22,7 @@ type kvWriter interface {
 	delete(key []byte) error
 }
 
-// kvReader is a read-only view of committed state.
+// kvReader is a read-only view of durable state.
 type kvReader interface {
 	kvGetter
 	// scan calls fn for every key that starts with prefix and is >= start,
@@ -31,8 +31,9 @@ type kvReader interface {
 	scan(prefix, start []byte, fn func(key, value []byte) (bool, error)) error
 }
 
-// kvSnapshot is a read view of committed state that the writer holds
-// between commits.
+// kvSnapshot is the view of a shard's state that its writer reads under
+// its own uncommitted writes: every commit of the shard applied when it was
+// taken, durable or not.
 type kvSnapshot interface {
 	kvGetter
 	release()
@@ -47,24 +48,37 @@ type kvTxn interface {
 	// means the transaction cannot take it.
 	set(key, value []byte, expiresAt uint64) error
 	delete(key []byte) error
-	// commit makes the writes durable (Badger: fsync'd) and visible, then
-	// calls done with the outcome, exactly once, possibly on another
-	// goroutine and possibly before commit returns.
-	commit(done func(error))
+	// commit writes the transaction into the engine, in two stages, each
+	// callback possibly on another goroutine and possibly before commit
+	// returns. applied is called exactly once: nil means the writes are
+	// in the engine and the shard's next snapshot sees them, so the
+	// writer may commit its next transaction; an error means the commit
+	// failed, and durable is never called. After applied(nil), durable
+	// is called exactly once: nil once the writes are durable (Badger:
+	// fsync'd) and visible to views, an error if they cannot be made
+	// durable (the store has failed).
+	commit(applied, durable func(error))
 	// discard drops the writes of a transaction that is not committed.
 	discard()
 }
 
 // backend is one storage engine under the shared key layout.
 type backend interface {
-	// view runs fn over committed state that includes at least shard's
+	// view runs fn over durable state that includes at least shard's
 	// keys (the memory backend keeps one tree per shard).
 	view(shard int, fn func(kvReader) error) error
-	// snapshot returns a view of shard's committed state as of now.
+	// snapshot returns a view of shard's applied state as of now.
 	snapshot(shard int) kvSnapshot
 	// begin starts a write transaction for shard. Only the shard's writer
 	// calls it.
 	begin(shard int) kvTxn
+	// failure is nil, or the error that put the store into its failed
+	// state (wrapping core.ErrClosed): no more commits can succeed.
+	failure() error
+	// flush makes every applied commit durable, or fails it, and answers
+	// it. The writers must have returned: nothing commits after it.
+	flush()
+	// close flushes, then closes the engine.
 	close() error
 }
 
@@ -172,6 +186,7 @@ func (o *overlay) flush(dst kvTxn) error {
 // read before the state under it.
 type layer struct {
 	writes map[string]kvWrite
+	bytes  int // keys and values added, overwritten ones included
 }
 
 func newLayer() *layer { return &layer{writes: make(map[string]kvWrite)} }
@@ -181,6 +196,7 @@ func (l *layer) add(o *overlay) {
 	for i, w := range o.writes {
 		if o.latest[string(w.key)] == i {
 			l.writes[string(w.key)] = w
+			l.bytes += len(w.key) + len(w.value)
 		}
 	}
 }

@@ -44,6 +44,10 @@ func (m *memBackend) begin(shard int) kvTxn {
 	return &memTxn{published: &m.shards[shard]}
 }
 
+func (m *memBackend) failure() error { return nil }
+
+func (m *memBackend) flush() {}
+
 func (m *memBackend) close() error { return nil }
 
 // memView reads one version of a tree.
@@ -86,7 +90,7 @@ func (v memView) scan(prefix, start []byte, fn func(key, value []byte) (bool, er
 
 // memTxn is a write transaction: its writes, applied at commit to the
 // shard's tree as it is then, and published at once. Commits are atomic but
-// not durable, and done is called before commit returns.
+// not durable; applied and durable are both called before commit returns.
 type memTxn struct {
 	writes    []kvWrite
 	published *atomic.Pointer[treapNode] // stored only by the shard's writer
@@ -102,7 +106,7 @@ func (t *memTxn) delete(key []byte) error {
 	return nil
 }
 
-func (t *memTxn) commit(done func(error)) {
+func (t *memTxn) commit(applied, durable func(error)) {
 	root := t.published.Load()
 	for _, w := range t.writes {
 		if w.deleted {
@@ -113,7 +117,8 @@ func (t *memTxn) commit(done func(error)) {
 	}
 	t.published.Store(root)
 	t.writes = nil
-	done(nil)
+	applied(nil)
+	durable(nil)
 }
 
 func (t *memTxn) discard() { t.writes = nil }

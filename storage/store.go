@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -41,6 +42,15 @@ type Options struct {
 
 	// tuneBadger, when set, adjusts Badger's options (tests only).
 	tuneBadger func(*badger.Options)
+	// syncHook, when set, runs each of the syncer's syncs in place of
+	// sync, which it may call (tests only).
+	syncHook func(sync func() error) error
+	// discardHook, when set, is told every timestamp given to Badger's
+	// SetDiscardTs (tests only).
+	discardHook func(ts uint64)
+	// discardEvery bounds how often the discard timestamp moves; default
+	// defaultDiscardEvery (tests only).
+	discardEvery time.Duration
 }
 
 // Defaults for Options.
@@ -138,9 +148,9 @@ func newStore(be backend, opts Options) (*Store, error) {
 func (s *Store) Shards() int { return s.shards }
 
 // Apply queues cmd for its shard's writer and waits until the transaction
-// holding it has committed (fsync'd, with Badger) or cmd failed. It returns
-// core.ErrOverloaded at once when the shard's queue is full and
-// core.ErrClosed after Close. When ctx ends first Apply returns ctx's error,
+// holding it is durable (fsync'd, with Badger) or cmd failed. It returns
+// core.ErrOverloaded at once when the shard's queue is full, and an error
+// wrapping core.ErrClosed after Close or once a sync has failed. When ctx ends first Apply returns ctx's error,
 // but a command the writer has already taken may still commit: callers
 // retry idempotently (sends by client_msg_id, deliveries by their marker).
 // A queued command whose ctx has ended is skipped.
@@ -170,6 +180,9 @@ func (s *Store) enqueue(w *shardWriter, req *request) error {
 	if s.closed {
 		return fmt.Errorf("storage: %w", core.ErrClosed)
 	}
+	if err := s.be.failure(); err != nil {
+		return err
+	}
 	select {
 	case w.queue <- req:
 		return nil
@@ -180,7 +193,8 @@ func (s *Store) enqueue(w *shardWriter, req *request) error {
 }
 
 // Close stops accepting commands, applies those already queued, stops the
-// writers and closes the database. Reads keep working until the writers
+// writers, waits until what they committed is durable and closes the
+// database. Reads keep working until the writers
 // have stopped. Calling it again waits for the first call and returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -196,6 +210,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 
 	s.running.Wait()
+	s.be.flush() // answers what the writers committed
 
 	s.mu.Lock() // waits for reads in progress
 	s.beClosed = true
@@ -208,7 +223,7 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// read runs fn over the committed state of shard.
+// read runs fn over the durable state of shard.
 func (s *Store) read(ctx context.Context, shard int, fn func(kvReader) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -392,8 +407,9 @@ const (
 
 // Outbox calls fn for every outbox item of shard, in key order (sender,
 // message id, recipient), until fn returns false. Items are read in pages
-// and fn is called between reads, holding no lock: it may call the store,
-// and a long scan may see items committed while it runs.
+// and fn is called between reads, holding no lock: it may call the store.
+// Each page reads the durable state as of its own read, so a long scan may
+// see items committed while it runs.
 func (s *Store) Outbox(ctx context.Context, shard int, fn func(core.OutboxItem) bool) error {
 	if err := s.checkShard(shard); err != nil {
 		return fmt.Errorf("storage: outbox: %w", err)
@@ -432,7 +448,8 @@ func (s *Store) Mailboxes(ctx context.Context, shard int, fn func(core.UserID, c
 }
 
 // scanPaged reads the keys under prefix pageSize at a time, each page in
-// one read transaction, and calls fn for the decoded items between reads.
+// one read transaction (at the durable timestamp of its start), and calls
+// fn for the decoded items between reads.
 func scanPaged[T any](ctx context.Context, s *Store, shard int, prefix []byte, pageSize int,
 	decode func(key, value []byte) (T, error), fn func(T) bool) error {
 	start := prefix
@@ -473,7 +490,7 @@ func scanPaged[T any](ctx context.Context, s *Store, shard int, prefix []byte, p
 
 // AppliedIndex returns the number of commands applied to shard since the
 // store was created: every command whose Apply ran, whether it succeeded or
-// failed, in a committed transaction. It is written in the same transaction
+// failed, in a durable transaction. It is written in the same transaction
 // as the commands' effects.
 func (s *Store) AppliedIndex(ctx context.Context, shard int) (uint64, error) {
 	if err := s.checkShard(shard); err != nil {

@@ -97,14 +97,14 @@ func TestBadgerRefusesIncompatibleDirs(t *testing.T) {
 	}
 }
 
-// TestMain fails the package if a writer goroutine outlives the tests: every
-// store a test opens must be closed, and Close must stop its writers.
+// TestMain fails the package if a writer or syncer goroutine outlives the
+// tests: every store a test opens must be closed, and Close must stop them.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	buf := make([]byte, 1<<22)
 	stacks := string(buf[:runtime.Stack(buf, true)])
-	if code == 0 && strings.Contains(stacks, "(*shardWriter).run") {
-		fmt.Fprintf(os.Stderr, "storage: writer goroutines outlived the tests:\n%s\n", stacks)
+	if code == 0 && (strings.Contains(stacks, "(*shardWriter).run") || strings.Contains(stacks, "(*groupCommit).run")) {
+		fmt.Fprintf(os.Stderr, "storage: writer or syncer goroutines outlived the tests:\n%s\n", stacks)
 		code = 1
 	}
 	os.Exit(code)

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -25,12 +26,15 @@ type outcome struct {
 // first queued command, drains whatever else is queued (up to maxBatch)
 // without waiting, applies them all and commits them in one transaction.
 //
-// Commits are pipelined one deep: while batch N commits (and fsyncs), run
-// applies the commands that arrive meanwhile as batch N+1, reading N's
-// writes from N's layer; it commits N+1 once N's commit returned, and if
-// N's commit failed it applies N+1 again over the committed state. Each
-// request is answered (from the goroutine that completes the commit) once
-// its transaction committed.
+// A commit has two stages (kvTxn.commit): applied (the writes are in the
+// engine, and the shard's next snapshot sees them) and durable (fsync'd and
+// visible to readers). Commits are pipelined one deep on applied: while
+// batch N is being applied, run applies the commands that arrive meanwhile
+// as batch N+1, reading N's writes from N's layer; it commits N+1 once N
+// was applied, without waiting for N to be durable, and if N's commit
+// failed it applies N+1 again over the applied state. Each request is
+// answered (from the goroutine that completes the commit: Badger's syncer)
+// only once its transaction is durable, or has failed.
 type shardWriter struct {
 	be       backend
 	shard    int
@@ -42,9 +46,11 @@ type shardWriter struct {
 	queue chan *request // closed by Store.Close; run drains it and returns
 
 	// Owned by run.
-	applied  uint64       // applied index of the last command applied (committed, in flight or not)
-	snap     kvSnapshot   // committed state as of the last commit that returned; nil until needed
-	inflight *inflightTxn // the transaction being committed, or nil
+	applied     uint64       // applied index of the last command applied (committed, in flight or not)
+	snap        kvSnapshot   // the shard's applied state when taken; nil until needed
+	recent      []*layer     // the writes of each commit applied since snap was taken, newest first
+	recentBytes int          // their keys and values
+	inflight    *inflightTxn // the transaction being applied, or nil
 }
 
 // appliedCmd is a command whose Apply has run: its result and its writes
@@ -57,11 +63,12 @@ type appliedCmd struct {
 	index  uint64 // the applied index it writes
 }
 
-// inflightTxn is a transaction whose commit has started.
+// inflightTxn is a transaction whose commit has started and that has not
+// been applied yet.
 type inflightTxn struct {
 	layer *layer        // its writes, for the commands applied meanwhile
 	base  uint64        // applied index before it
-	done  chan struct{} // closed when the commit returned and its commands were answered
+	done  chan struct{} // closed when it was applied, or failed and its commands were answered
 	err   error         // the commit's error; read after done
 }
 
@@ -76,14 +83,20 @@ func (w *shardWriter) run() {
 	w.settle()
 }
 
-// commitBatch commits b once the commit in flight has returned.
+// commitBatch commits b once the commit in flight has been applied.
 func (w *shardWriter) commitBatch(b *batch) {
 	if len(b.cmds) == 0 {
+		b.dropTxn()
 		return
 	}
 	if !w.settle() {
 		// The commit that b read from failed: apply b again.
+		b.dropTxn()
 		b = w.reapply(b.cmds)
+	}
+	if b.txn != nil {
+		w.commitAsync(b.txn, b.cmds, b.layer)
+		return
 	}
 	w.commitAll(b.cmds, b.layer)
 }
@@ -92,15 +105,28 @@ func (w *shardWriter) commitBatch(b *batch) {
 type batch struct {
 	cmds  []*appliedCmd
 	layer *layer // their merged writes
-	reads layers // what they read: layer, the in-flight writes, the snapshot
+	reads layers // what they read: layer, the in-flight writes, the recent ones, the snapshot
+	// txn holds the writes of cmds, written as each was applied, so that
+	// the batch commits at once when the commit in flight is applied. It
+	// is nil once a command did not fit: commitAll then splits the batch.
+	txn kvTxn
+}
+
+// dropTxn discards b's transaction; commitAll writes b's commands again.
+func (b *batch) dropTxn() {
+	if b.txn != nil {
+		b.txn.discard()
+		b.txn = nil
+	}
 }
 
 func (w *shardWriter) newBatch() *batch {
-	b := &batch{layer: newLayer()}
+	b := &batch{layer: newLayer(), txn: w.be.begin(w.shard)}
 	b.reads = layers{top: []*layer{b.layer}, base: w.snapshot()}
 	if w.inflight != nil {
 		b.reads.top = append(b.reads.top, w.inflight.layer)
 	}
+	b.reads.top = append(b.reads.top, w.recent...)
 	return b
 }
 
@@ -113,13 +139,17 @@ func (w *shardWriter) add(b *batch, req *request) {
 	c := w.apply(b.reads, req)
 	b.layer.add(c.writes)
 	b.cmds = append(b.cmds, c)
+	if b.txn != nil {
+		if err := c.writes.flush(b.txn); err != nil {
+			b.dropTxn() // too big (or failing): commitAll sorts it out
+		}
+	}
 }
 
 // fill adds queued commands to b, up to maxBatch. While a commit is in
-// flight it applies commands as they arrive until the commit returns, and
-// stops there, so that b commits right after it while the callers just
-// answered queue the next batch. With nothing in flight it takes what is
-// queued without waiting.
+// flight it applies commands as they arrive until that commit is applied,
+// and stops there, so that b commits right after it. With nothing in
+// flight it takes what is queued without waiting.
 func (w *shardWriter) fill(b *batch) {
 	for len(b.cmds) < w.maxBatch {
 		if w.inflight != nil {
@@ -146,7 +176,7 @@ func (w *shardWriter) fill(b *batch) {
 	}
 }
 
-// reapply applies the requests of cmds again, over the committed state.
+// reapply applies the requests of cmds again, over the applied state.
 func (w *shardWriter) reapply(cmds []*appliedCmd) *batch {
 	b := w.newBatch()
 	for _, c := range cmds {
@@ -171,9 +201,10 @@ func (w *shardWriter) apply(base kvGetter, req *request) *appliedCmd {
 
 // commitAll commits cmds, whose merged writes are l, in one transaction
 // when they fit, committing it in the background; otherwise in several, all
-// but the last waited for. A command is never split across transactions: a
-// command that does not fit in one on its own fails, keeping only its
-// applied index, and the commands after it are applied again.
+// but the last waited for until applied. A command is never split across
+// transactions: a command that does not fit in one on its own fails,
+// keeping only its applied index, and the commands after it are applied
+// again.
 func (w *shardWriter) commitAll(cmds []*appliedCmd, l *layer) {
 	for len(cmds) > 0 {
 		t := w.be.begin(w.shard)
@@ -216,6 +247,7 @@ func (w *shardWriter) commitAll(cmds []*appliedCmd, l *layer) {
 				w.applied = cmds[0].index - 1
 			}
 			b := w.reapply(rest)
+			b.dropTxn()
 			rest, l = b.cmds, b.layer
 		}
 		cmds = rest
@@ -240,24 +272,31 @@ func (w *shardWriter) commitAsync(t kvTxn, cmds []*appliedCmd, l *layer) {
 	w.inflight = in
 	start := time.Now()
 	t.commit(func(err error) {
-		in.err = w.committed(cmds, start, err)
+		if err != nil {
+			in.err = w.committed(cmds, start, err)
+		}
 		close(in.done)
-	})
+	}, func(err error) { w.committed(cmds, start, err) })
 }
 
-// commitSync commits t, holding cmds, and reports whether it succeeded.
-// Nothing may be in flight.
+// commitSync commits t, holding cmds, waits until it is applied, and
+// reports whether it was. Nothing may be in flight.
 func (w *shardWriter) commitSync(t kvTxn, cmds []*appliedCmd) bool {
 	done := make(chan error, 1)
 	start := time.Now()
-	t.commit(func(err error) { done <- w.committed(cmds, start, err) })
+	t.commit(func(err error) {
+		if err != nil {
+			err = w.committed(cmds, start, err)
+		}
+		done <- err
+	}, func(err error) { w.committed(cmds, start, err) })
 	err := <-done
 	w.refreshSnapshot()
 	return err == nil
 }
 
-// settle waits for the commit in flight, if any, and reports whether it
-// succeeded. On failure the applied index goes back to before it.
+// settle waits until the commit in flight, if any, is applied, and reports
+// whether it was. On failure the applied index goes back to before it.
 func (w *shardWriter) settle() bool {
 	in := w.inflight
 	if in == nil {
@@ -267,20 +306,45 @@ func (w *shardWriter) settle() bool {
 	w.inflight = nil
 	if in.err != nil {
 		w.applied = in.base
+		w.refreshSnapshot()
+		return false
 	}
-	w.refreshSnapshot()
-	return in.err == nil
+	w.keepRecent(in.layer)
+	return true
 }
 
-// committed records a commit that returned and answers its commands; it
-// runs on whichever goroutine completed the commit. A failed commit fails
-// every command in it.
+// The writer keeps the layers of up to maxRecentLayers commits, holding at
+// most maxRecentBytes of keys and values, over its snapshot.
+const (
+	maxRecentLayers = 8
+	maxRecentBytes  = 4 << 20
+)
+
+// keepRecent keeps the layer of a commit just applied over the snapshot,
+// rather than taking a new snapshot at once, so that the next commands
+// read hot keys (heads, the applied index) there without going to the
+// engine. When there are too many, it takes a new snapshot instead.
+func (w *shardWriter) keepRecent(l *layer) {
+	w.recent = append(w.recent, nil)
+	copy(w.recent[1:], w.recent)
+	w.recent[0] = l
+	w.recentBytes += l.bytes
+	if len(w.recent) > maxRecentLayers || w.recentBytes > maxRecentBytes {
+		w.refreshSnapshot()
+	}
+}
+
+// committed records a commit that is durable or failed and answers its
+// commands; it runs on whichever goroutine completed the commit. A failed
+// commit fails every command in it.
 func (w *shardWriter) committed(cmds []*appliedCmd, start time.Time, err error) error {
 	w.metrics.Observe(MetricCommitSeconds, time.Since(start).Seconds())
 	w.metrics.Observe(MetricBatchCommands, float64(len(cmds)))
 	if err != nil {
 		err = fmt.Errorf("storage: commit shard %d: %w", w.shard, err)
-		w.log.Error("storage: commit failed", "shard", w.shard, "commands", len(cmds), "err", err)
+		if !errors.Is(err, errSyncFailed) { // logged once, by the syncer
+			w.log.Error("storage: commit failed", "shard", w.shard, "commands", len(cmds), "err", err)
+		}
 	}
 	w.answer(cmds, err)
 	return err
@@ -309,12 +373,14 @@ func (w *shardWriter) snapshot() kvSnapshot {
 	return w.snap
 }
 
-// refreshSnapshot drops the snapshot so that the next read takes a new one.
-// Nothing may be in flight, or the new one would miss its writes (and a
-// Badger snapshot would wait for it).
+// refreshSnapshot takes a new snapshot and drops the recent layers, which
+// the snapshot includes. Nothing may be in flight, or the new snapshot
+// might miss its writes.
 func (w *shardWriter) refreshSnapshot() {
 	w.releaseSnapshot()
 	w.snap = w.be.snapshot(w.shard)
+	clear(w.recent)
+	w.recent, w.recentBytes = w.recent[:0], 0
 }
 
 func (w *shardWriter) releaseSnapshot() {

@@ -92,14 +92,14 @@ func (t *limitedTxn) delete(key []byte) error {
 	return t.kvTxn.delete(key)
 }
 
-func (t *limitedTxn) commit(done func(error)) {
+func (t *limitedTxn) commit(applied, durable func(error)) {
 	if t.b.failCommit != nil {
 		t.kvTxn.discard()
-		done(t.b.failCommit)
+		applied(t.b.failCommit)
 		return
 	}
 	t.b.commits++
-	t.kvTxn.commit(done)
+	t.kvTxn.commit(applied, durable)
 }
 
 // heldBackend is the memory backend whose commits wait until the test
@@ -110,18 +110,18 @@ type heldBackend struct {
 }
 
 type heldCommit struct {
-	txn  kvTxn
-	done func(error)
+	txn              kvTxn
+	applied, durable func(error)
 }
 
 // complete finishes the commit: with err it fails and writes nothing.
 func (c heldCommit) complete(err error) {
 	if err != nil {
 		c.txn.discard()
-		c.done(err)
+		c.applied(err)
 		return
 	}
-	c.txn.commit(c.done)
+	c.txn.commit(c.applied, c.durable)
 }
 
 func (b *heldBackend) begin(shard int) kvTxn {
@@ -133,7 +133,9 @@ type heldTxn struct {
 	b *heldBackend
 }
 
-func (t *heldTxn) commit(done func(error)) { t.b.commits <- heldCommit{t.kvTxn, done} }
+func (t *heldTxn) commit(applied, durable func(error)) {
+	t.b.commits <- heldCommit{t.kvTxn, applied, durable}
+}
 
 // testWriter is a writer of shard 0 of 1 that the test drives by calling
 // process and settle itself (no run goroutine).
@@ -599,8 +601,8 @@ func TestCloseAppliesQueuedCommands(t *testing.T) {
 				t.Fatalf("second close: %v", err)
 			}
 			buf := make([]byte, 1<<20)
-			if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "(*shardWriter).run") {
-				t.Fatalf("a writer outlived Close:\n%s", stacks)
+			if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "(*shardWriter).run") || strings.Contains(stacks, "(*groupCommit).run") {
+				t.Fatalf("a writer or the syncer outlived Close:\n%s", stacks)
 			}
 		})
 	}
