@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -28,6 +27,7 @@ type apnsSender struct {
 	clock     Clock
 	prod, dev *apns2.Client
 	transport *http.Transport
+	dial      *dialer
 }
 
 // APNs limits.
@@ -64,12 +64,13 @@ func newAPNsSender(cfg APNsConfig, workers int, clock Clock) (*apnsSender, error
 			return nil, fmt.Errorf("push: APNs provider token: %w", err)
 		}
 	}
+	dial := newDialer()
 	protocols := new(http.Protocols)
 	protocols.SetHTTP2(true) // APNs speaks HTTP/2 only
 	tr := &http.Transport{
 		TLSClientConfig:     tlsConf,
 		Protocols:           protocols,
-		DialContext:         (&net.Dialer{Timeout: 20 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+		DialContext:         dial.DialContext,
 		TLSHandshakeTimeout: 20 * time.Second,
 		MaxIdleConnsPerHost: max(workers, 2),
 		IdleConnTimeout:     30 * time.Minute,
@@ -91,10 +92,14 @@ func newAPNsSender(cfg APNsConfig, workers int, clock Clock) (*apnsSender, error
 		prod:      client(apns2.HostProduction, cfg.Endpoint),
 		dev:       client(apns2.HostDevelopment, cfg.DevelopmentEndpoint, cfg.Endpoint),
 		transport: tr,
+		dial:      dial,
 	}, nil
 }
 
-func (s *apnsSender) close() { s.transport.CloseIdleConnections() }
+func (s *apnsSender) close() {
+	s.transport.CloseIdleConnections()
+	s.dial.closeAll()
+}
 
 func (s *apnsSender) send(ctx context.Context, req *core.PushRequest) outcome {
 	if !validAPNsToken(req.Reg.Token) {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -34,13 +33,15 @@ type fcmSender struct {
 	clock     Clock
 	client    *messaging.Client
 	transport *http.Transport
+	dial      *dialer
 }
 
 func newFCMSender(cfg FCMConfig, workers int, clock Clock) (*fcmSender, error) {
+	dial := newDialer()
 	base := &http.Transport{
 		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs},
 		ForceAttemptHTTP2:   true,
-		DialContext:         (&net.Dialer{Timeout: 20 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+		DialContext:         dial.DialContext,
 		TLSHandshakeTimeout: 20 * time.Second,
 		MaxIdleConnsPerHost: max(workers, 2),
 		IdleConnTimeout:     5 * time.Minute,
@@ -84,10 +85,13 @@ func newFCMSender(cfg FCMConfig, workers int, clock Clock) (*fcmSender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push: firebase messaging: %w", err)
 	}
-	return &fcmSender{cfg: cfg, clock: clock, client: client, transport: base}, nil
+	return &fcmSender{cfg: cfg, clock: clock, client: client, transport: base, dial: dial}, nil
 }
 
-func (s *fcmSender) close() { s.transport.CloseIdleConnections() }
+func (s *fcmSender) close() {
+	s.transport.CloseIdleConnections()
+	s.dial.closeAll()
+}
 
 // FCM data keys. FCM reserves "from", "notification", "message_type" and
 // the prefixes "google." and "gcm.".

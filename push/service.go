@@ -303,9 +303,11 @@ func (s *Service) work() {
 		if out.class != classOK && s.ctx.Err() != nil {
 			out = outcome{class: classAborted, reason: "aborted", err: s.ctx.Err()}
 		}
+		// Log and report first: whoever sees the count or the retry sees
+		// the log line and the OnInvalidToken call too.
+		s.report(p, &req, out)
 		s.m.Add(p.results, out.reason, 1)
 		s.finish(p, e, &req, out)
-		s.report(p, &req, out)
 	}
 }
 

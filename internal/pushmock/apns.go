@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -131,6 +132,8 @@ func NewAPNs(tb testing.TB, opts APNsOptions) *APNs {
 	if opts.ClientCAs != nil {
 		m.srv.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: opts.ClientCAs}
 	}
+	// Clients hanging up mid-handshake are not the test's concern.
+	m.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	m.srv.StartTLS()
 	m.URL = m.srv.URL
 	tb.Cleanup(m.Close)
