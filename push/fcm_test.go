@@ -109,6 +109,36 @@ func TestFCMServiceAccount(t *testing.T) {
 	}
 }
 
+// TestFCMTokenEndpointRefusal: the token endpoint refuses the service
+// account's assertion (a revoked key): loud, long backoff, nothing sent.
+func TestFCMTokenEndpointRefusal(t *testing.T) {
+	f := newFixture(t, nil)
+	m := pushmock.NewFCM(t, pushmock.FCMOptions{RequireAuth: true})
+	revoked, err := m.WriteServiceAccount(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.WriteServiceAccount(t.TempDir()); err != nil { // the mock now knows only the new key
+		t.Fatal(err)
+	}
+	svc, err := push.New(push.Config{
+		FCM:   &push.FCMConfig{CredentialsFile: revoked, Endpoint: m.Endpoint()},
+		Clock: f.clock, Metrics: f.metrics, Logger: slog.New(f.logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close(context.Background())
+	svc.Push(androidPush("a", 1))
+	f.metrics.wait(t, push.MetricFCMResults, "access_token", 1)
+	if d := f.pending(1)[0]; d < push.DefaultRetryMax/2 {
+		t.Errorf("retry in %v, want the long backoff", d)
+	}
+	if n := f.logs.count(slog.LevelError, "credentials"); n != 1 || m.Count() != 0 {
+		t.Errorf("%d Error lines, %d sends; want 1 and 0", n, m.Count())
+	}
+}
+
 func TestFCMErrors(t *testing.T) {
 	cases := []struct {
 		name    string
