@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -139,3 +140,41 @@ func TestRecorderAllowsOneRoundTrip(t *testing.T) {
 		t.Errorf("second round trip: %v after %d calls", err, calls)
 	}
 }
+
+// FuzzClassify feeds arbitrary provider answers to both classifiers: they
+// must not panic, must pick a known class, and must keep Retry-After
+// within [0, maxRetryAfter].
+func FuzzClassify(f *testing.F) {
+	f.Add(404, []byte(`{"error":{"code":404,"status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}`), "")
+	f.Add(400, []byte(`{"error":{"status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"field":"message.token"}]}]}}`), "")
+	f.Add(503, []byte(`{"error":{"status":"UNAVAILABLE"}}`), "30")
+	f.Add(410, []byte(`{"reason":"Unregistered","timestamp":1700000000000}`), "")
+	f.Add(429, []byte(`{"reason":"TooManyRequests"}`), "Thu, 02 Jan 2025 03:05:05 GMT")
+	f.Add(200, []byte(``), "")
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	clock := fixedClock{now}
+	fs := &fcmSender{clock: clock}
+	as := &apnsSender{clock: clock}
+	f.Fuzz(func(t *testing.T, status int, body []byte, ra string) {
+		a := &attempt{done: true, status: status, header: http.Header{"Retry-After": {ra}}, body: body}
+		check := func(o outcome) {
+			if o.class < classOK || o.class > classAborted || o.reason == "" {
+				t.Fatalf("outcome %+v", o)
+			}
+			if o.retryAfter < 0 || o.retryAfter > maxRetryAfter {
+				t.Fatalf("retryAfter %v", o.retryAfter)
+			}
+		}
+		check(fs.classify(a, errors.New("sdk error")))
+		resp := &apns2.Response{StatusCode: status}
+		_ = json.Unmarshal(body, resp)
+		if status != http.StatusOK {
+			check(as.classify(a, resp, nil))
+		}
+	})
+}
+
+type fixedClock struct{ t time.Time }
+
+func (c fixedClock) Now() time.Time                      { return c.t }
+func (fixedClock) AfterFunc(time.Duration, func()) Timer { panic("unused") }
