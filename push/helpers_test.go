@@ -189,11 +189,8 @@ func newFixture(t *testing.T, edit func(*push.Config)) *fixture {
 	f.fcm = pushmock.NewFCM(t, pushmock.FCMOptions{})
 	f.clock = pushmock.NewClock(time.Now())
 	cfg := push.Config{
-		APNs: &push.APNsConfig{
-			KeyFile: f.key.Path, KeyID: f.key.KeyID, TeamID: f.key.TeamID,
-			Endpoint: f.apns.URL, RootCAs: f.apns.RootCAs(),
-		},
-		FCM:     &push.FCMConfig{ProjectID: f.fcm.Project(), Endpoint: f.fcm.Endpoint()},
+		APNs:    f.apns.PushConfig(),
+		FCM:     f.fcm.PushConfig(),
 		Clock:   f.clock,
 		Metrics: f.metrics,
 		Logger:  slog.New(f.logs),

@@ -48,7 +48,8 @@ type sender interface {
 	// send makes one attempt and classifies the answer. It must return
 	// when ctx ends.
 	send(ctx context.Context, req *core.PushRequest) outcome
-	// close releases idle connections.
+	// close closes the sender's connections; called once no send is in
+	// progress.
 	close()
 }
 

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ternhq/tern/push"
 )
 
 // APNs limits the mock enforces, as Apple documents them.
@@ -98,7 +100,7 @@ var (
 // 127.0.0.1): POST /3/device/{token}, provider-token or certificate
 // authentication, and Apple's header rules.
 //
-// Point a push.Service at it with
+// Point a push.Service at it with PushConfig, which amounts to
 //
 //	&push.APNsConfig{KeyFile: key.Path, KeyID: key.KeyID, TeamID: key.TeamID,
 //		Topic: "com.example.app", Endpoint: m.URL, RootCAs: m.RootCAs()}
@@ -146,6 +148,20 @@ func (m *APNs) RootCAs() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(m.srv.Certificate())
 	return p
+}
+
+// PushConfig returns an APNsConfig that sends to the mock and signs with
+// its Key (token authentication; the Key must be set), with the first of
+// Topics as the default topic. Adjust the copy as needed.
+func (m *APNs) PushConfig() *push.APNsConfig {
+	c := &push.APNsConfig{Endpoint: m.URL, RootCAs: m.RootCAs()}
+	if k := m.opts.Key; k != nil {
+		c.KeyFile, c.KeyID, c.TeamID = k.Path, k.KeyID, k.TeamID
+	}
+	if len(m.opts.Topics) > 0 {
+		c.Topic = m.opts.Topics[0]
+	}
+	return c
 }
 
 // Certificate returns the mock's server certificate.

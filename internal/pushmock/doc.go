@@ -21,17 +21,19 @@
 // that keeps a request in flight), SetErrorRate fails a fraction of all
 // requests. Mocks close with the test that created them.
 //
-// Wiring a push.Service to both:
+// Wiring a push.Service to both (an end-to-end test passes the Service to
+// core as its Pusher and asserts on the mocks' Requests):
 //
 //	key, _ := pushmock.NewAPNsKey(t.TempDir())
 //	apns := pushmock.NewAPNs(t, pushmock.APNsOptions{Key: key, Topics: []string{"com.example.app"}})
 //	fcm := pushmock.NewFCM(t, pushmock.FCMOptions{})
-//	svc, _ := push.New(push.Config{
-//		APNs: &push.APNsConfig{KeyFile: key.Path, KeyID: key.KeyID, TeamID: key.TeamID,
-//			Topic: "com.example.app", Endpoint: apns.URL, RootCAs: apns.RootCAs()},
-//		FCM: &push.FCMConfig{ProjectID: fcm.Project(), Endpoint: fcm.Endpoint()},
-//	})
-//	defer svc.Close(ctx)
+//	svc, err := push.New(push.Config{APNs: apns.PushConfig(), FCM: fcm.PushConfig()})
+//	...
+//	t.Cleanup(func() { svc.Close(context.Background()) }) // registered after the mocks: runs first
+//	reqs, err := apns.WaitRequests(1) // reqs[0].Token, .JSON["tern"], .CollapseID ...
+//
+// For retry tests give the Service a pushmock.Clock (Config.Clock) and step
+// it with Advance after WaitPending reports the retry timer.
 //
 // APNs device tokens must be hex (the Service refuses others as malformed);
 // FCM tokens are any non-empty string.

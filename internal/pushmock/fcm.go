@@ -22,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ternhq/tern/push"
 )
 
 // FCMScope is the OAuth scope the token endpoint requires.
@@ -151,7 +153,7 @@ var fcmCodes = map[string]struct {
 // {"message": {...}}, over plain HTTP on 127.0.0.1. It also serves an
 // OAuth token endpoint (/token) for service accounts it writes.
 //
-// Point a push.Service at it with
+// Point a push.Service at it with PushConfig, which amounts to
 //
 //	&push.FCMConfig{ProjectID: m.Project(), Endpoint: m.Endpoint()}
 //
@@ -203,6 +205,13 @@ func NewFCM(tb testing.TB, opts FCMOptions) *FCM {
 
 // Endpoint is the value for push.FCMConfig.Endpoint: URL + "/v1".
 func (m *FCM) Endpoint() string { return m.URL + "/v1" }
+
+// PushConfig returns an FCMConfig that sends to the mock without
+// credentials. For the service-account flow set CredentialsFile to what
+// WriteServiceAccount returns.
+func (m *FCM) PushConfig() *push.FCMConfig {
+	return &push.FCMConfig{ProjectID: m.opts.Project, Endpoint: m.Endpoint()}
+}
 
 // Project is the project id the mock serves.
 func (m *FCM) Project() string { return m.opts.Project }
