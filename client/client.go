@@ -50,9 +50,10 @@ type Client struct {
 	user      string
 	device    string
 	appState  wire.AppState
-	keepalive time.Duration // the server's hint from the last Welcome
-	session   string        // the session id of the last Welcome, resumed by the next Hello
-	lastErr   error         // the last connection failure, for Dial's error
+	push      *wire.PushRegistration // sent in every Hello; SetPush and Logout change it
+	keepalive time.Duration          // the server's hint from the last Welcome
+	session   string                 // the session id of the last Welcome, resumed by the next Hello
+	lastErr   error                  // the last connection failure, for Dial's error
 
 	// local is the newest seq handed to the app (written by the pull loop
 	// only), saved the newest persisted to the store, acked the newest the
@@ -97,6 +98,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		ready:    make(chan struct{}),
 		tr:       tr,
 		appState: cfg.AppState,
+		push:     cfg.Push,
 		wake:     make(chan struct{}, 1),
 	}
 	store := cfg.SeqStore
@@ -687,7 +689,7 @@ func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, relea
 		return nil, fmt.Errorf("client: open session stream: %w", err)
 	}
 	c.mu.Lock()
-	appState, haveStore, resume := c.appState, c.store != nil, c.session
+	appState, haveStore, resume, push := c.appState, c.store != nil, c.session, c.push
 	c.mu.Unlock()
 	h := &wire.Hello{
 		Token:             token,
@@ -696,7 +698,7 @@ func (c *Client) hello(ctx context.Context, conn *quic.Conn, token string, relea
 		Platform:          c.cfg.Platform,
 		SeqCli:            c.saved.Load(),
 		AppState:          appState,
-		Push:              c.cfg.Push,
+		Push:              push,
 		ClientVersion:     "tern-go/" + Version,
 		ResumeSession:     resume,
 	}

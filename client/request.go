@@ -283,3 +283,43 @@ func (c *Client) block(ctx context.Context, user string, unblock bool) error {
 	}
 	return nil
 }
+
+// SetPush registers the device's push token (or replaces the registration),
+// so that the server can wake the app through APNs or FCM while it has no
+// live session. The registration is also sent in every later Hello. Call it
+// whenever the OS hands the app a new token.
+func (c *Client) SetPush(ctx context.Context, reg *wire.PushRegistration) error {
+	if reg == nil || reg.GetToken() == "" {
+		return errors.New("client: SetPush: a registration with a token is required")
+	}
+	if err := c.pushRequest(ctx, &wire.PushRequest{Registration: reg}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.push = reg
+	c.mu.Unlock()
+	return nil
+}
+
+// Logout removes the device's push registration, so that the server stops
+// waking it, and closes the client. The local seq stays where it is.
+func (c *Client) Logout(ctx context.Context) error {
+	c.mu.Lock()
+	c.push = nil
+	c.mu.Unlock()
+	err := c.pushRequest(ctx, &wire.PushRequest{Remove: true})
+	c.Close()
+	return err
+}
+
+func (c *Client) pushRequest(ctx context.Context, r *wire.PushRequest) error {
+	req := &wire.Request{Req: &wire.Request_Push{Push: r}}
+	resp, err := c.call(ctx, callOpts{name: "push"}, plain(req, false))
+	if err != nil {
+		return err
+	}
+	if resp.GetPush() == nil {
+		return errUnexpected("push", resp)
+	}
+	return nil
+}

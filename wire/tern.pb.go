@@ -976,6 +976,7 @@ type Request struct {
 	//	*Request_Ack
 	//	*Request_Group
 	//	*Request_Block
+	//	*Request_Push
 	Req           isRequest_Req `protobuf_oneof:"req"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1063,6 +1064,15 @@ func (x *Request) GetBlock() *BlockRequest {
 	return nil
 }
 
+func (x *Request) GetPush() *PushRequest {
+	if x != nil {
+		if x, ok := x.Req.(*Request_Push); ok {
+			return x.Push
+		}
+	}
+	return nil
+}
+
 type isRequest_Req interface {
 	isRequest_Req()
 }
@@ -1087,6 +1097,10 @@ type Request_Block struct {
 	Block *BlockRequest `protobuf:"bytes,5,opt,name=block,proto3,oneof"`
 }
 
+type Request_Push struct {
+	Push *PushRequest `protobuf:"bytes,6,opt,name=push,proto3,oneof"`
+}
+
 func (*Request_Send) isRequest_Req() {}
 
 func (*Request_Sync) isRequest_Req() {}
@@ -1097,6 +1111,8 @@ func (*Request_Group) isRequest_Req() {}
 
 func (*Request_Block) isRequest_Req() {}
 
+func (*Request_Push) isRequest_Req() {}
+
 type Response struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Resp:
@@ -1106,6 +1122,7 @@ type Response struct {
 	//	*Response_Ack
 	//	*Response_Group
 	//	*Response_Block
+	//	*Response_Push
 	//	*Response_Error
 	Resp          isResponse_Resp `protobuf_oneof:"resp"`
 	unknownFields protoimpl.UnknownFields
@@ -1194,6 +1211,15 @@ func (x *Response) GetBlock() *BlockResponse {
 	return nil
 }
 
+func (x *Response) GetPush() *PushResponse {
+	if x != nil {
+		if x, ok := x.Resp.(*Response_Push); ok {
+			return x.Push
+		}
+	}
+	return nil
+}
+
 func (x *Response) GetError() *Error {
 	if x != nil {
 		if x, ok := x.Resp.(*Response_Error); ok {
@@ -1227,6 +1253,10 @@ type Response_Block struct {
 	Block *BlockResponse `protobuf:"bytes,5,opt,name=block,proto3,oneof"`
 }
 
+type Response_Push struct {
+	Push *PushResponse `protobuf:"bytes,6,opt,name=push,proto3,oneof"`
+}
+
 type Response_Error struct {
 	Error *Error `protobuf:"bytes,15,opt,name=error,proto3,oneof"`
 }
@@ -1240,6 +1270,8 @@ func (*Response_Ack) isResponse_Resp() {}
 func (*Response_Group) isResponse_Resp() {}
 
 func (*Response_Block) isResponse_Resp() {}
+
+func (*Response_Push) isResponse_Resp() {}
 
 func (*Response_Error) isResponse_Resp() {}
 
@@ -1956,6 +1988,96 @@ func (*BlockResponse) Descriptor() ([]byte, []int) {
 	return file_tern_proto_rawDescGZIP(), []int{20}
 }
 
+// PushRequest registers, replaces or (with remove, e.g. on logout) removes the
+// device's push registration. A Hello can carry the registration too.
+type PushRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Registration  *PushRegistration      `protobuf:"bytes,1,opt,name=registration,proto3" json:"registration,omitempty"`
+	Remove        bool                   `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushRequest) Reset() {
+	*x = PushRequest{}
+	mi := &file_tern_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushRequest) ProtoMessage() {}
+
+func (x *PushRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
+func (*PushRequest) Descriptor() ([]byte, []int) {
+	return file_tern_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PushRequest) GetRegistration() *PushRegistration {
+	if x != nil {
+		return x.Registration
+	}
+	return nil
+}
+
+func (x *PushRequest) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+type PushResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushResponse) Reset() {
+	*x = PushResponse{}
+	mi := &file_tern_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushResponse) ProtoMessage() {}
+
+func (x *PushResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
+func (*PushResponse) Descriptor() ([]byte, []int) {
+	return file_tern_proto_rawDescGZIP(), []int{22}
+}
+
 // Error carries a code from the ranges in docs/protocol.md.
 type Error struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1973,7 +2095,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_tern_proto_msgTypes[21]
+	mi := &file_tern_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2107,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[21]
+	mi := &file_tern_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2120,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{21}
+	return file_tern_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Error) GetCode() uint32 {
@@ -2088,20 +2210,22 @@ const file_tern_proto_rawDesc = "" +
 	"\x06GoAway\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12,\n" +
-	"\x12reconnect_after_ms\x18\x03 \x01(\rR\x10reconnectAfterMs\"\xef\x01\n" +
+	"\x12reconnect_after_ms\x18\x03 \x01(\rR\x10reconnectAfterMs\"\x9b\x02\n" +
 	"\aRequest\x12*\n" +
 	"\x04send\x18\x01 \x01(\v2\x14.tern.v1.SendRequestH\x00R\x04send\x12*\n" +
 	"\x04sync\x18\x02 \x01(\v2\x14.tern.v1.SyncRequestH\x00R\x04sync\x12'\n" +
 	"\x03ack\x18\x03 \x01(\v2\x13.tern.v1.AckRequestH\x00R\x03ack\x12-\n" +
 	"\x05group\x18\x04 \x01(\v2\x15.tern.v1.GroupRequestH\x00R\x05group\x12-\n" +
-	"\x05block\x18\x05 \x01(\v2\x15.tern.v1.BlockRequestH\x00R\x05blockB\x05\n" +
-	"\x03req\"\x9e\x02\n" +
+	"\x05block\x18\x05 \x01(\v2\x15.tern.v1.BlockRequestH\x00R\x05block\x12*\n" +
+	"\x04push\x18\x06 \x01(\v2\x14.tern.v1.PushRequestH\x00R\x04pushB\x05\n" +
+	"\x03req\"\xcb\x02\n" +
 	"\bResponse\x12+\n" +
 	"\x04send\x18\x01 \x01(\v2\x15.tern.v1.SendResponseH\x00R\x04send\x12+\n" +
 	"\x04sync\x18\x02 \x01(\v2\x15.tern.v1.SyncResponseH\x00R\x04sync\x12(\n" +
 	"\x03ack\x18\x03 \x01(\v2\x14.tern.v1.AckResponseH\x00R\x03ack\x12.\n" +
 	"\x05group\x18\x04 \x01(\v2\x16.tern.v1.GroupResponseH\x00R\x05group\x12.\n" +
-	"\x05block\x18\x05 \x01(\v2\x16.tern.v1.BlockResponseH\x00R\x05block\x12&\n" +
+	"\x05block\x18\x05 \x01(\v2\x16.tern.v1.BlockResponseH\x00R\x05block\x12+\n" +
+	"\x04push\x18\x06 \x01(\v2\x15.tern.v1.PushResponseH\x00R\x04push\x12&\n" +
 	"\x05error\x18\x0f \x01(\v2\x0e.tern.v1.ErrorH\x00R\x05errorB\x06\n" +
 	"\x04resp\"y\n" +
 	"\vSendRequest\x12\"\n" +
@@ -2160,7 +2284,11 @@ const file_tern_proto_rawDesc = "" +
 	"\fBlockRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x18\n" +
 	"\aunblock\x18\x02 \x01(\bR\aunblock\"\x0f\n" +
-	"\rBlockResponse\"\x85\x01\n" +
+	"\rBlockResponse\"d\n" +
+	"\vPushRequest\x12=\n" +
+	"\fregistration\x18\x01 \x01(\v2\x19.tern.v1.PushRegistrationR\fregistration\x12\x16\n" +
+	"\x06remove\x18\x02 \x01(\bR\x06remove\"\x0e\n" +
+	"\fPushResponse\"\x85\x01\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
@@ -2199,7 +2327,7 @@ func file_tern_proto_rawDescGZIP() []byte {
 }
 
 var file_tern_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tern_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_tern_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_tern_proto_goTypes = []any{
 	(Platform)(0),            // 0: tern.v1.Platform
 	(AppState)(0),            // 1: tern.v1.AppState
@@ -2227,7 +2355,9 @@ var file_tern_proto_goTypes = []any{
 	(*GroupResponse)(nil),    // 23: tern.v1.GroupResponse
 	(*BlockRequest)(nil),     // 24: tern.v1.BlockRequest
 	(*BlockResponse)(nil),    // 25: tern.v1.BlockResponse
-	(*Error)(nil),            // 26: tern.v1.Error
+	(*PushRequest)(nil),      // 26: tern.v1.PushRequest
+	(*PushResponse)(nil),     // 27: tern.v1.PushResponse
+	(*Error)(nil),            // 28: tern.v1.Error
 }
 var file_tern_proto_depIdxs = []int32{
 	7,  // 0: tern.v1.SessionUp.hello:type_name -> tern.v1.Hello
@@ -2235,7 +2365,7 @@ var file_tern_proto_depIdxs = []int32{
 	9,  // 2: tern.v1.SessionDown.welcome:type_name -> tern.v1.Welcome
 	10, // 3: tern.v1.SessionDown.notify:type_name -> tern.v1.Notify
 	12, // 4: tern.v1.SessionDown.go_away:type_name -> tern.v1.GoAway
-	26, // 5: tern.v1.SessionDown.error:type_name -> tern.v1.Error
+	28, // 5: tern.v1.SessionDown.error:type_name -> tern.v1.Error
 	0,  // 6: tern.v1.Hello.platform:type_name -> tern.v1.Platform
 	1,  // 7: tern.v1.Hello.app_state:type_name -> tern.v1.AppState
 	8,  // 8: tern.v1.Hello.push:type_name -> tern.v1.PushRegistration
@@ -2248,19 +2378,22 @@ var file_tern_proto_depIdxs = []int32{
 	20, // 15: tern.v1.Request.ack:type_name -> tern.v1.AckRequest
 	22, // 16: tern.v1.Request.group:type_name -> tern.v1.GroupRequest
 	24, // 17: tern.v1.Request.block:type_name -> tern.v1.BlockRequest
-	16, // 18: tern.v1.Response.send:type_name -> tern.v1.SendResponse
-	18, // 19: tern.v1.Response.sync:type_name -> tern.v1.SyncResponse
-	21, // 20: tern.v1.Response.ack:type_name -> tern.v1.AckResponse
-	23, // 21: tern.v1.Response.group:type_name -> tern.v1.GroupResponse
-	25, // 22: tern.v1.Response.block:type_name -> tern.v1.BlockResponse
-	26, // 23: tern.v1.Response.error:type_name -> tern.v1.Error
-	19, // 24: tern.v1.SyncResponse.entries:type_name -> tern.v1.Entry
-	4,  // 25: tern.v1.GroupRequest.op:type_name -> tern.v1.GroupRequest.Op
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	26, // 18: tern.v1.Request.push:type_name -> tern.v1.PushRequest
+	16, // 19: tern.v1.Response.send:type_name -> tern.v1.SendResponse
+	18, // 20: tern.v1.Response.sync:type_name -> tern.v1.SyncResponse
+	21, // 21: tern.v1.Response.ack:type_name -> tern.v1.AckResponse
+	23, // 22: tern.v1.Response.group:type_name -> tern.v1.GroupResponse
+	25, // 23: tern.v1.Response.block:type_name -> tern.v1.BlockResponse
+	27, // 24: tern.v1.Response.push:type_name -> tern.v1.PushResponse
+	28, // 25: tern.v1.Response.error:type_name -> tern.v1.Error
+	19, // 26: tern.v1.SyncResponse.entries:type_name -> tern.v1.Entry
+	4,  // 27: tern.v1.GroupRequest.op:type_name -> tern.v1.GroupRequest.Op
+	8,  // 28: tern.v1.PushRequest.registration:type_name -> tern.v1.PushRegistration
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_tern_proto_init() }
@@ -2284,6 +2417,7 @@ func file_tern_proto_init() {
 		(*Request_Ack)(nil),
 		(*Request_Group)(nil),
 		(*Request_Block)(nil),
+		(*Request_Push)(nil),
 	}
 	file_tern_proto_msgTypes[9].OneofWrappers = []any{
 		(*Response_Send)(nil),
@@ -2291,6 +2425,7 @@ func file_tern_proto_init() {
 		(*Response_Ack)(nil),
 		(*Response_Group)(nil),
 		(*Response_Block)(nil),
+		(*Response_Push)(nil),
 		(*Response_Error)(nil),
 	}
 	file_tern_proto_msgTypes[10].OneofWrappers = []any{
@@ -2303,7 +2438,7 @@ func file_tern_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tern_proto_rawDesc), len(file_tern_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
