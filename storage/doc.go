@@ -49,7 +49,9 @@
 // log files, when a value went there), then publishes W as the durable
 // timestamp and answers every commit at or below W. One sync covers every
 // commit applied before it started, from every shard, and while it runs
-// the writers go on committing: that is the group commit. The syncer syncs
+// the writers go on committing: that is the group commit. (Before it
+// syncs, the syncer waits for the commits being applied at that moment,
+// at most a millisecond, so that they need no sync of their own.) The syncer syncs
 // the log files itself rather than calling db.Sync, which misses the WAL
 // of a memtable Badger has just rotated and always syncs the value log; it
 // follows Badger's file numbering to sync each log a last time after
