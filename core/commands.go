@@ -20,6 +20,8 @@ var (
 	_ Command = (*AddMembersCmd)(nil)
 	_ Command = (*RemoveMembersCmd)(nil)
 	_ Command = (*BlockCmd)(nil)
+	_ Command = (*RegisterPushCmd)(nil)
+	_ Command = (*UnregisterPushCmd)(nil)
 )
 
 // SendCmd appends a sent message to the sender's mailbox, records it for
@@ -82,7 +84,7 @@ func (c *SendCmd) Apply(tx StateTx) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{ID: c.ID, Seq: head, SentAt: c.Now, Grown: []Growth{{User: c.Sender, Head: head}}}
+	res := Result{ID: c.ID, Seq: head, SentAt: c.Now, Grown: []Growth{{User: c.Sender, Head: head, Entry: &sent}}}
 	if err := tx.PutDedup(key, DedupRecord{ID: c.ID, Seq: head, SentAt: c.Now, Expires: c.Now.Add(c.DedupWindow)}); err != nil {
 		return Result{}, err
 	}
@@ -100,7 +102,7 @@ func (c *SendCmd) Apply(tx StateTx) (Result, error) {
 			if err != nil {
 				return Result{}, err
 			}
-			res.Grown = append(res.Grown, Growth{User: r, Head: seq})
+			res.Grown = append(res.Grown, Growth{User: r, Head: seq, Entry: &rc})
 			continue
 		}
 		item := OutboxItem{Recipient: r, Entry: rc, Created: c.Now}
@@ -174,7 +176,7 @@ func (c *DeliverCmd) Apply(tx StateTx) (Result, error) {
 			return Result{}, err
 		}
 		marker.Seq = seq
-		res = Result{ID: e.ID, Seq: seq, SentAt: e.SentAt, Grown: []Growth{{User: r, Head: seq}}}
+		res = Result{ID: e.ID, Seq: seq, SentAt: e.SentAt, Grown: []Growth{{User: r, Head: seq, Entry: &e}}}
 	}
 	if err := tx.PutDelivery(r, c.Item.Entry.ID, marker); err != nil {
 		return Result{}, err
@@ -430,4 +432,38 @@ func (c *BlockCmd) Apply(tx StateTx) (Result, error) {
 		return Result{}, tx.DeleteBlock(c.By, c.Who)
 	}
 	return Result{}, tx.PutBlock(c.By, c.Who)
+}
+
+// RegisterPushCmd stores (or replaces) a device's push registration.
+type RegisterPushCmd struct {
+	User   UserID
+	Device DeviceID
+	Reg    PushRegistration
+}
+
+func (c *RegisterPushCmd) Shard(n int) int { return UserShard(c.User, n) }
+
+func (c *RegisterPushCmd) Apply(tx StateTx) (Result, error) {
+	return Result{}, tx.PutPushRegistration(c.User, c.Device, c.Reg)
+}
+
+// UnregisterPushCmd removes a device's push registration: always when Token
+// is empty (logout), otherwise only while the stored token is Token (a
+// provider refused that token; a newer registration stays).
+type UnregisterPushCmd struct {
+	User   UserID
+	Device DeviceID
+	Token  string
+}
+
+func (c *UnregisterPushCmd) Shard(n int) int { return UserShard(c.User, n) }
+
+func (c *UnregisterPushCmd) Apply(tx StateTx) (Result, error) {
+	if c.Token != "" {
+		r, ok, err := tx.PushRegistration(c.User, c.Device)
+		if err != nil || !ok || r.Token != c.Token {
+			return Result{}, err
+		}
+	}
+	return Result{}, tx.DeletePushRegistration(c.User, c.Device)
 }

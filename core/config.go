@@ -41,6 +41,12 @@ type Config struct {
 	SendBurst int
 	// Forward configures the forwarder.
 	Forward ForwardConfig
+	// Pusher wakes devices without a live foreground session through APNs
+	// and FCM; nil means no pushes.
+	Pusher Pusher
+	// PushPreview puts the newest message (sender and text) into pushes.
+	// Default false: no message content leaves the server in a push.
+	PushPreview bool
 
 	// Logger receives core's logs; nil discards them.
 	Logger *slog.Logger

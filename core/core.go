@@ -20,10 +20,14 @@ type Core struct {
 	routes  *routes
 	fwd     *forwarder
 	limiter *rateLimiter
+	push    *pushes // nil without a Pusher
 
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup // background loops: forwarder, flusher, retention
+
+	starting sync.WaitGroup // startup work: the outbox reload, the push resume
+	ready    chan struct{}  // closed when starting is done
 }
 
 // New returns a Core over store and starts its background work: the
@@ -41,15 +45,27 @@ func New(cfg Config, store Store) (*Core, error) {
 		log:   cfg.Logger,
 		m:     cfg.Metrics,
 		stop:  make(chan struct{}),
+		ready: make(chan struct{}),
 	}
 	c.routes = newRoutes(c)
 	c.limiter = newRateLimiter(cfg.SendRate, cfg.SendBurst, cfg.Now)
 	c.fwd = newForwarder(c)
+	c.starting.Add(1)
 	c.fwd.start()
 	if cfg.RetainAge > 0 {
 		c.wg.Add(1)
 		go c.retentionLoop()
 	}
+	if cfg.Pusher != nil {
+		c.push = newPushes(c, cfg.Pusher)
+		c.starting.Add(1)
+		c.wg.Add(1)
+		go c.push.run()
+	}
+	go func() {
+		c.starting.Wait()
+		close(c.ready)
+	}()
 	return c, nil
 }
 
@@ -71,6 +87,10 @@ func (c *Core) Close(ctx context.Context) error {
 		return fmt.Errorf("core: close: %w", ctx.Err())
 	}
 }
+
+// Ready is closed once the startup work is done: the outbox of the previous
+// run is queued for delivery and the pushes it owed are sent.
+func (c *Core) Ready() <-chan struct{} { return c.ready }
 
 // Config returns the configuration in force, defaults filled in.
 func (c *Core) Config() Config { return c.cfg }
@@ -204,6 +224,9 @@ func validateSend(req *SendRequest, maxBody int) error {
 func (c *Core) applied(r Result) {
 	for _, g := range r.Grown {
 		c.routes.notify(g.User, g.Head)
+		if c.push != nil {
+			c.push.grown(g)
+		}
 	}
 	if len(r.Outbox) > 0 {
 		c.fwd.enqueue(r.Outbox, time.Time{})
@@ -288,6 +311,9 @@ func (c *Core) Sync(ctx context.Context, req SyncRequest) (res SyncResult, err e
 	}
 	res = SyncResult{Entries: entries, From: from, Head: head, Floor: floor}
 	res.HasMore = (len(entries) > 0 && entries[len(entries)-1].Seq < head) || (len(entries) == 0 && from < head)
+	if c.push != nil {
+		c.push.synced(req.User, req.Device)
+	}
 	return res, nil
 }
 
@@ -329,7 +355,11 @@ func (c *Core) Ack(ctx context.Context, u UserID, d DeviceID, seq Seq) (Seq, err
 	if err != nil {
 		return 0, fmt.Errorf("core: ack: %w", err)
 	}
-	return c.ack(ctx, u, d, seq, h)
+	acked, err := c.ack(ctx, u, d, seq, h)
+	if err == nil && c.push != nil {
+		c.push.synced(u, d)
+	}
+	return acked, err
 }
 
 // CreateGroup creates g owned by owner with members, and returns the members

@@ -567,3 +567,127 @@ func TestForwarderResumesAfterRestart(t *testing.T) {
 		t.Fatalf("%d items left in the outbox", n)
 	}
 }
+
+type recordingPusher struct {
+	mu        sync.Mutex
+	pushes    []core.PushRequest
+	cancelled []core.DeviceID
+}
+
+func (p *recordingPusher) Push(r core.PushRequest) { p.mu.Lock(); p.pushes = append(p.pushes, r); p.mu.Unlock() }
+func (p *recordingPusher) Cancel(_ core.UserID, d core.DeviceID) {
+	p.mu.Lock()
+	p.cancelled = append(p.cancelled, d)
+	p.mu.Unlock()
+}
+func (p *recordingPusher) count() int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.pushes) }
+
+func waitCount(t *testing.T, what string, get func() int, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for get() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d, want %d", what, get(), want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestPushDecisions(t *testing.T) {
+	// One shard: deliveries are inline, so growths come in send order.
+	store := storage.NewMemory(storage.Options{Shards: 1})
+	pusher := &recordingPusher{}
+	f := newFixtureOn(t, store, core.Config{Pusher: pusher, PushPreview: true})
+	<-f.core.Ready()
+	ctx := context.Background()
+	ios := core.PushRegistration{Platform: core.PlatformIOS, Token: "aa", Topic: "app"}
+	if err := f.core.RegisterPush(ctx, "bob", "iphone", ios); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.core.RegisterPush(ctx, "bob", "web", core.PushRegistration{Platform: core.PlatformWeb, Token: "x"}); !errors.Is(err, core.ErrInvalid) {
+		t.Fatalf("a web registration: %v", err)
+	}
+	// A user's own sent copies wake none of its devices.
+	f.send("bob", "alice", "mine")
+	// Three messages to an offline device: one push, with the preview on.
+	for i := 0; i < 3; i++ {
+		f.send("alice", "bob", fmt.Sprint("m", i))
+	}
+	waitCount(t, "pushes", pusher.count, 1)
+	p := pusher.pushes[0]
+	if p.Device != "iphone" || p.Head != 2 || p.Reg != ios || p.CollapseID == "" || p.Preview == nil || string(p.Preview.Body) != "m0" {
+		t.Fatalf("push %+v", p)
+	}
+	// A sync clears it (and cancels what the pusher still holds); the next
+	// message pushes again.
+	f.sync("bob", "iphone", 0)
+	f.send("alice", "bob", "m3")
+	waitCount(t, "pushes", pusher.count, 2)
+	if len(pusher.cancelled) != 1 {
+		t.Fatalf("cancelled %v", pusher.cancelled)
+	}
+	// A foreground session is not pushed; a background one is.
+	s, _, err := f.core.Attach(ctx, core.SessionInfo{User: "bob", Device: "iphone"}, &recordingSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.send("alice", "bob", "m4")
+	f.send("alice", "carol", "flush") // the decider handles growths in order
+	f.waitHead("carol", 1)
+	time.Sleep(20 * time.Millisecond)
+	if pusher.count() != 2 {
+		t.Fatalf("a foreground device was pushed: %d pushes", pusher.count())
+	}
+	s.SetAppState(core.Background)
+	f.send("alice", "bob", "m5")
+	waitCount(t, "pushes", pusher.count, 3)
+	s.Detach()
+
+	// Unregistering stops pushes for the device.
+	f.sync("bob", "iphone", 0)
+	if err := f.core.UnregisterPush(ctx, "bob", "iphone"); err != nil {
+		t.Fatal(err)
+	}
+	if regs, _ := store.PushRegistrations(ctx, "bob"); len(regs) != 0 {
+		t.Fatalf("registrations after logout: %v", regs)
+	}
+	// A dead token is dropped only while it is still the registered one.
+	f.core.RegisterPush(ctx, "bob", "iphone", ios)
+	f.core.DropPushToken(ctx, "bob", "iphone", "old-token", "Unregistered")
+	if regs, _ := store.PushRegistrations(ctx, "bob"); len(regs) != 1 {
+		t.Fatalf("a stale token report removed the current registration: %v", regs)
+	}
+	f.core.DropPushToken(ctx, "bob", "iphone", "aa", "Unregistered")
+	if regs, _ := store.PushRegistrations(ctx, "bob"); len(regs) != 0 {
+		t.Fatalf("the dead token stayed: %v", regs)
+	}
+}
+
+// TestPushResume: a new Core over a store where a registered device is
+// behind pushes it, from mailbox state alone.
+func TestPushResume(t *testing.T) {
+	store := storage.NewMemory(storage.Options{})
+	c1, err := core.New(core.Config{SendRate: -1}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ios := core.PushRegistration{Platform: core.PlatformIOS, Token: "aa"}
+	c1.RegisterPush(ctx, "bob", "behind", ios)
+	c1.RegisterPush(ctx, "bob", "caughtup", ios)
+	for i := 0; i < 3; i++ {
+		if _, err := c1.Send(ctx, core.SendRequest{From: "alice", Device: "d", ClientMsgID: core.ClientMsgID(fmt.Sprint(i)), To: "bob"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c1.Ack(ctx, "bob", "caughtup", 3); err != nil {
+		t.Fatal(err)
+	}
+	c1.Close(ctx)
+	pusher := &recordingPusher{}
+	newFixtureOn(t, store, core.Config{Pusher: pusher})
+	waitCount(t, "pushes", pusher.count, 1)
+	if p := pusher.pushes[0]; p.Device != "behind" || p.Head != 3 {
+		t.Fatalf("resume pushed %+v", p)
+	}
+}

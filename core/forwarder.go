@@ -96,6 +96,7 @@ func (f *forwarder) load(ctx context.Context) {
 	f.mu.Lock()
 	f.loaded = true
 	f.mu.Unlock()
+	f.c.starting.Done()
 }
 
 func (f *forwarder) run() {

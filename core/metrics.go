@@ -56,6 +56,7 @@ const (
 	MetricTakeovers      = "core_session_takeovers_total"
 	MetricTrimmed        = "core_retention_trims_total"
 	MetricSendSeconds    = "core_send_seconds"
+	MetricPushDecisions  = "core_push_decisions_total" // label reason: growth, resume, foreground, outstanding, cleared, token_dropped
 )
 
 // MetricDescs lists core's metrics.
@@ -70,6 +71,7 @@ var MetricDescs = []MetricDesc{
 	{Name: MetricTakeovers, Help: "Sessions replaced by a newer session of the same device.", Kind: Counter},
 	{Name: MetricTrimmed, Help: "Trim commands applied by the retention sweeper.", Kind: Counter},
 	{Name: MetricSendSeconds, Help: "Time from a send's arrival in core to its durable acknowledgement.", Kind: Histogram},
+	{Name: MetricPushDecisions, Help: "Push decisions: pushes requested (growth, resume), skipped (foreground, outstanding), cleared by a sync, dead tokens dropped.", Kind: Counter, Label: "reason"},
 }
 
 // Reason returns a short, stable label for err, for metrics.

@@ -30,6 +30,8 @@ type SessionInfo struct {
 	AppState AppState
 	// SeqCli is the seq the device reports having stored; it is acknowledged.
 	SeqCli Seq
+	// Push, when set, registers or replaces the device's push registration.
+	Push *PushRegistration
 	// Resume is the id of the session the client had before, if any.
 	// Resuming a session that a newer session of the same device replaced
 	// fails with ErrSessionReplaced, so that a stale client stops instead of
@@ -152,6 +154,20 @@ func (c *Core) Attach(ctx context.Context, info SessionInfo, sink Sink) (Session
 		return nil, Welcome{}, err
 	}
 	w.SessionID = s.id
+	if c.push != nil {
+		c.push.synced(info.User, info.Device) // connected: a queued push is moot
+		if info.Push != nil {
+			if cur, ok := c.push.registrations(ctx, info.User)[info.Device]; !ok || cur != *info.Push {
+				if err := c.RegisterPush(ctx, info.User, info.Device, *info.Push); err != nil {
+					c.log.Info("push registration in hello refused", "err", err)
+				}
+			}
+		}
+	} else if info.Push != nil {
+		if err := c.RegisterPush(ctx, info.User, info.Device, *info.Push); err != nil {
+			c.log.Info("push registration in hello refused", "err", err)
+		}
+	}
 	return s, w, nil
 }
 
@@ -232,4 +248,20 @@ func (c *Core) Sessions() int {
 	c.routes.mu.RLock()
 	defer c.routes.mu.RUnlock()
 	return c.routes.count
+}
+
+// foreground reports whether the device has a live session whose app is in
+// the foreground.
+func (r *routes) foreground(u UserID, d DeviceID) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	s := r.users[u][d]
+	return s != nil && AppState(s.state.Load()) == Foreground
+}
+
+// attached reports whether the device has a live session.
+func (r *routes) attached(u UserID, d DeviceID) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.users[u][d] != nil
 }

@@ -41,6 +41,11 @@ type Store interface {
 	// Mailboxes calls fn for the head of every mailbox of shard until fn
 	// returns false.
 	Mailboxes(ctx context.Context, shard int, fn func(UserID, Head) bool) error
+	// PushRegistrations returns the push registrations of u's devices.
+	PushRegistrations(ctx context.Context, u UserID) (map[DeviceID]PushRegistration, error)
+	// AllPushRegistrations calls fn for every push registration of shard
+	// until fn returns false.
+	AllPushRegistrations(ctx context.Context, shard int, fn func(UserID, DeviceID, PushRegistration) bool) error
 
 	Close() error
 }
@@ -81,6 +86,10 @@ type StateTx interface {
 	Blocks(by, who UserID) (bool, error)
 	PutBlock(by, who UserID) error
 	DeleteBlock(by, who UserID) error
+
+	PushRegistration(u UserID, d DeviceID) (PushRegistration, bool, error)
+	PutPushRegistration(u UserID, d DeviceID, r PushRegistration) error
+	DeletePushRegistration(u UserID, d DeviceID) error
 }
 
 // Command is one deterministic state change. Apply must depend only on the
@@ -118,6 +127,8 @@ type Result struct {
 type Growth struct {
 	User UserID
 	Head Seq
+	// Entry is the entry at Head (push previews use it).
+	Entry *Entry
 }
 
 // ShardOf maps a key to one of n shards with FNV-1a. It never changes for a

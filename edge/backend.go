@@ -19,6 +19,8 @@ type Backend interface {
 	RemoveMembers(ctx context.Context, by core.UserID, g core.GroupID, members []core.UserID) ([]core.UserID, error)
 	Members(ctx context.Context, by core.UserID, g core.GroupID) ([]core.UserID, error)
 	Block(ctx context.Context, by, who core.UserID, unblock bool) error
+	RegisterPush(ctx context.Context, u core.UserID, d core.DeviceID, r core.PushRegistration) error
+	UnregisterPush(ctx context.Context, u core.UserID, d core.DeviceID) error
 }
 
 var _ Backend = (*core.Core)(nil)

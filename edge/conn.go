@@ -212,6 +212,7 @@ func (c *conn) hello(st *quic.Stream) (*wire.Welcome, bool) {
 		AppState: toCoreAppState(h.GetAppState()),
 		SeqCli:   core.Seq(h.GetSeqCli()),
 		Resume:   h.GetResumeSession(),
+		Push:     toCorePush(h.GetPush()),
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, cfg.RequestTimeout)
 	sess, w, err := c.s.backend.Attach(ctx, info, c)
@@ -451,6 +452,21 @@ func (c *conn) dispatch(ctx context.Context, req *wire.Request, resp *wire.Respo
 		}
 		resp.Resp = &wire.Response_Group{Group: &wire.GroupResponse{Members: toWireUsers(members)}}
 		return "group"
+	case *wire.Request_Push:
+		var err error
+		if r.Push.GetRemove() {
+			err = c.s.backend.UnregisterPush(ctx, u, d)
+		} else if reg := toCorePush(r.Push.GetRegistration()); reg == nil {
+			err = fmt.Errorf("%w: a push request needs a registration or remove", core.ErrInvalid)
+		} else {
+			err = c.s.backend.RegisterPush(ctx, u, d, *reg)
+		}
+		if err != nil {
+			fail(err)
+			return "push"
+		}
+		resp.Resp = &wire.Response_Push{Push: &wire.PushResponse{}}
+		return "push"
 	case *wire.Request_Block:
 		if err := c.s.backend.Block(ctx, u, core.UserID(r.Block.GetUser()), r.Block.GetUnblock()); err != nil {
 			fail(err)

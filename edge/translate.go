@@ -119,3 +119,18 @@ func toWireUsers(us []core.UserID) []string {
 	}
 	return out
 }
+
+// toCorePush converts a registration from a Hello or a PushRequest; nil
+// stays nil.
+func toCorePush(p *wire.PushRegistration) *core.PushRegistration {
+	if p == nil {
+		return nil
+	}
+	platform := toCorePlatform(p.GetPlatform())
+	return &core.PushRegistration{
+		Platform: platform,
+		Token:    p.GetToken(),
+		Topic:    p.GetTopic(),
+		Sandbox:  p.GetEnvironment() == wire.PushEnvironment_PUSH_ENVIRONMENT_SANDBOX,
+	}
+}

@@ -318,6 +318,44 @@ func decodeGroup(b []byte) (core.GroupMeta, error) {
 	return m, nil
 }
 
+// maxTopicLen bounds an APNs topic (a bundle id, plus a suffix such as
+// ".voip"), in bytes.
+const maxTopicLen = 256
+
+func encodePush(r core.PushRegistration) []byte {
+	b := make([]byte, 1, 4+len(r.Token)+len(r.Topic)+2*binary.MaxVarintLen64)
+	b[0] = codecV1
+	b = binary.AppendUvarint(b, uint64(r.Platform))
+	b = appendString(b, r.Token)
+	b = appendString(b, r.Topic)
+	sandbox := byte(0)
+	if r.Sandbox {
+		sandbox = 1
+	}
+	return append(b, sandbox)
+}
+
+func decodePush(b []byte) (core.PushRegistration, error) {
+	d := newDecoder("push registration", b)
+	r := core.PushRegistration{Platform: core.Platform(d.uvarint())}
+	if d.err == nil && r.Platform > core.PlatformDesktop {
+		d.fail("unknown platform")
+	}
+	r.Token = string(d.bytes(core.MaxPushTokenLen))
+	r.Topic = string(d.bytes(maxTopicLen))
+	switch flag := d.fixed(1); {
+	case d.err != nil:
+	case flag[0] > 1:
+		d.fail("sandbox flag not 0 or 1")
+	default:
+		r.Sandbox = flag[0] == 1
+	}
+	if err := d.done(); err != nil {
+		return core.PushRegistration{}, err
+	}
+	return r, nil
+}
+
 func encodeUint64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 func decodeUint64(what string, b []byte) (uint64, error) {

@@ -76,6 +76,18 @@ func codecCases() []codecCase {
 	item := core.OutboxItem{Recipient: "carol", Entry: testEntry(), Created: testTime}
 	item.Entry.Seq, item.Entry.ClientMsgID = 0, ""
 	meta := core.GroupMeta{Owner: "alice", Created: testTime, Members: 1000}
+	pushCase := func(name string, r core.PushRegistration) codecCase {
+		return codecCase{name, "FuzzDecodePush", func() []byte { return encodePush(r) }, func(b []byte) error {
+			got, err := decodePush(b)
+			if err != nil {
+				return err
+			}
+			if got != r {
+				return fmt.Errorf("got %+v, want %+v", got, r)
+			}
+			return nil
+		}}
+	}
 
 	return []codecCase{
 		entryCase("entry-direct", testEntry()),
@@ -116,6 +128,8 @@ func codecCases() []codecCase {
 			}
 			return diffEntry(got.Entry, item.Entry)
 		}},
+		pushCase("push-ios", core.PushRegistration{Platform: core.PlatformIOS, Token: "a1b2c3", Topic: "com.example.app", Sandbox: true}),
+		pushCase("push-android", core.PushRegistration{Platform: core.PlatformAndroid, Token: strings.Repeat("t", 300)}),
 		{"group", "FuzzDecodeGroup", func() []byte { return encodeGroup(meta) }, func(b []byte) error {
 			got, err := decodeGroup(b)
 			if err != nil {
@@ -247,6 +261,8 @@ func FuzzDecodeOutbox(f *testing.F) {
 
 func FuzzDecodeGroup(f *testing.F) { fuzzRoundTrip(f, decodeGroup, encodeGroup) }
 
+func FuzzDecodePush(f *testing.F) { fuzzRoundTrip(f, decodePush, encodePush) }
+
 // FuzzParseKey runs every key parser; a key that parses must be the key
 // its parts build.
 func FuzzParseKey(f *testing.F) {
@@ -263,6 +279,9 @@ func FuzzParseKey(f *testing.F) {
 		if shard, k, err := parseOutboxKey(key); err == nil && !bytes.Equal(outboxKey(shard, k), key) {
 			t.Fatalf("outbox key %x rebuilt as %x", key, outboxKey(shard, k))
 		}
+		if shard, u, d, err := parsePushKey(key); err == nil && !bytes.Equal(pushKey(shard, u, d), key) {
+			t.Fatalf("push key %x rebuilt as %x", key, pushKey(shard, u, d))
+		}
 	})
 }
 
@@ -272,6 +291,7 @@ func keySeeds() map[string][]byte {
 		"entry":  entryKey(1, "alice", 150),
 		"member": memberKey(65535, "team", "bob"),
 		"outbox": outboxKey(0, core.OutboxKey{Sender: "alice", ID: testID, Recipient: "bob"}),
+		"push":   pushKey(2, "alice", "phone"),
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 //	group record     'g' shard group                                        GroupMeta
 //	group member     'p' shard len group member                             empty
 //	block            'b' shard len by who                                   empty
+//	push registration 'w' shard len user device                            PushRegistration
 //
 // Values are the encodings in codec.go. The shard of a key is the shard
 // that owns its first id: core.UserShard of the user, sender or blocker,
@@ -47,6 +48,7 @@ const (
 	tagGroup         = 'g'
 	tagMember        = 'p'
 	tagBlock         = 'b'
+	tagPush          = 'w'
 )
 
 // MaxShards is the most shards a store can have: the shard is 2 bytes of
@@ -137,6 +139,29 @@ func memberKey(shard int, g core.GroupID, u core.UserID) []byte {
 
 func blockKey(shard int, by, who core.UserID) []byte {
 	return append(appendID(shardPrefix(tagBlock, shard, 1+len(by)+len(who)), string(by)), who...)
+}
+
+// pushPrefix is the prefix of every push registration of u.
+func pushPrefix(shard int, u core.UserID) []byte {
+	return appendID(shardPrefix(tagPush, shard, 1+len(u)+core.MaxIDLen), string(u))
+}
+
+func pushKey(shard int, u core.UserID, d core.DeviceID) []byte {
+	return append(pushPrefix(shard, u), d...)
+}
+
+// parsePushKey returns the shard, user and device of a push registration key.
+func parsePushKey(key []byte) (int, core.UserID, core.DeviceID, error) {
+	shard, rest, err := parseShardKey(key, tagPush)
+	if err != nil {
+		return 0, "", "", err
+	}
+	u, rest, err := parsePrefixedID(rest)
+	if err != nil {
+		return 0, "", "", err
+	}
+	d, err := parseLastID(rest)
+	return shard, core.UserID(u), core.DeviceID(d), err
 }
 
 // parseShardKey checks key's tag and returns its shard and the rest.

@@ -297,3 +297,41 @@ func exists(kv kvGetter, key []byte) (bool, error) {
 	_, ok, err := kv.get(key)
 	return ok, err
 }
+
+func (s *state) PushRegistration(u core.UserID, d core.DeviceID) (core.PushRegistration, bool, error) {
+	if err := s.ownUser(u); err != nil {
+		return core.PushRegistration{}, false, err
+	}
+	if err := checkIDs(string(d)); err != nil {
+		return core.PushRegistration{}, false, err
+	}
+	v, ok, err := s.kv.get(pushKey(s.shard, u, d))
+	if err != nil || !ok {
+		return core.PushRegistration{}, false, err
+	}
+	r, err := decodePush(v)
+	return r, err == nil, err
+}
+
+func (s *state) PutPushRegistration(u core.UserID, d core.DeviceID, r core.PushRegistration) error {
+	if err := s.ownUser(u); err != nil {
+		return err
+	}
+	if err := checkIDs(string(d)); err != nil {
+		return err
+	}
+	if len(r.Token) > core.MaxPushTokenLen || len(r.Topic) > maxTopicLen {
+		return fmt.Errorf("storage: push registration too long: %w", core.ErrInvalid)
+	}
+	return s.kv.set(pushKey(s.shard, u, d), encodePush(r), 0)
+}
+
+func (s *state) DeletePushRegistration(u core.UserID, d core.DeviceID) error {
+	if err := s.ownUser(u); err != nil {
+		return err
+	}
+	if err := checkIDs(string(d)); err != nil {
+		return err
+	}
+	return s.kv.delete(pushKey(s.shard, u, d))
+}

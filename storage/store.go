@@ -447,6 +447,64 @@ func (s *Store) Mailboxes(ctx context.Context, shard int, fn func(core.UserID, c
 	return nil
 }
 
+// PushRegistrations returns the push registrations of u's devices.
+func (s *Store) PushRegistrations(ctx context.Context, u core.UserID) (map[core.DeviceID]core.PushRegistration, error) {
+	if err := checkIDs(string(u)); err != nil {
+		return nil, fmt.Errorf("storage: push registrations: %w", err)
+	}
+	shard := core.UserShard(u, s.shards)
+	prefix := pushPrefix(shard, u)
+	var regs map[core.DeviceID]core.PushRegistration
+	err := s.read(ctx, shard, func(kv kvReader) error {
+		regs = nil
+		return kv.scan(prefix, prefix, func(k, v []byte) (bool, error) {
+			d, err := parseLastID(k[len(prefix):])
+			if err != nil {
+				return false, err
+			}
+			r, err := decodePush(v)
+			if err != nil {
+				return false, err
+			}
+			if regs == nil {
+				regs = make(map[core.DeviceID]core.PushRegistration, 1)
+			}
+			regs[core.DeviceID(d)] = r
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: push registrations: %w", err)
+	}
+	return regs, nil
+}
+
+// AllPushRegistrations calls fn for every push registration of shard, in key
+// order, until fn returns false. Like Outbox, fn runs between paged reads.
+func (s *Store) AllPushRegistrations(ctx context.Context, shard int, fn func(core.UserID, core.DeviceID, core.PushRegistration) bool) error {
+	if err := s.checkShard(shard); err != nil {
+		return fmt.Errorf("storage: push registrations: %w", err)
+	}
+	type reg struct {
+		user   core.UserID
+		device core.DeviceID
+		reg    core.PushRegistration
+	}
+	decode := func(k, v []byte) (reg, error) {
+		_, u, d, err := parsePushKey(k)
+		if err != nil {
+			return reg{}, err
+		}
+		r, err := decodePush(v)
+		return reg{u, d, r}, err
+	}
+	each := func(r reg) bool { return fn(r.user, r.device, r.reg) }
+	if err := scanPaged(ctx, s, shard, shardPrefix(tagPush, shard, 0), mailboxPage, decode, each); err != nil {
+		return fmt.Errorf("storage: push registrations: %w", err)
+	}
+	return nil
+}
+
 // scanPaged reads the keys under prefix pageSize at a time, each page in
 // one read transaction (at the durable timestamp of its start), and calls
 // fn for the decoded items between reads.

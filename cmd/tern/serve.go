@@ -23,6 +23,7 @@ import (
 	"github.com/ternhq/tern/core"
 	"github.com/ternhq/tern/edge"
 	"github.com/ternhq/tern/internal/gateway"
+	"github.com/ternhq/tern/push"
 	"github.com/ternhq/tern/storage"
 )
 
@@ -55,6 +56,82 @@ type serveConfig struct {
 	Core    coreConfig    `json:"core"`
 	Storage storageConfig `json:"storage"`
 	Edge    edgeConfig    `json:"edge"`
+	Push    pushConfig    `json:"push"`
+}
+
+// pushConfig enables APNs when apns.key_file or apns.cert_file is set, and
+// FCM when fcm.credentials_file (or, for tests, fcm.endpoint) is set.
+type pushConfig struct {
+	// Preview puts the newest message's sender and text into pushes;
+	// default false: no message content leaves the server.
+	Preview bool `json:"preview"`
+	APNs    struct {
+		KeyFile      string   `json:"key_file"`
+		KeyID        string   `json:"key_id"`
+		TeamID       string   `json:"team_id"`
+		CertFile     string   `json:"cert_file"`
+		CertPassword string   `json:"cert_password"`
+		Topic        string   `json:"topic"`
+		PushType     string   `json:"push_type"`
+		Expiration   duration `json:"expiration"`
+		// Endpoint and CAFile point at another server (a local mock in
+		// tests) instead of Apple's.
+		Endpoint string `json:"endpoint"`
+		CAFile   string `json:"ca_file"`
+	} `json:"apns"`
+	FCM struct {
+		CredentialsFile string   `json:"credentials_file"`
+		ProjectID       string   `json:"project_id"`
+		Priority        string   `json:"priority"`
+		TTL             duration `json:"ttl"`
+		Notification    bool     `json:"notification"`
+		Endpoint        string   `json:"endpoint"`
+		CAFile          string   `json:"ca_file"`
+	} `json:"fcm"`
+}
+
+// config returns the push service configuration, nil when no provider is
+// configured.
+func (p pushConfig) config(log *slog.Logger) (*push.Config, error) {
+	var cfg push.Config
+	if p.APNs.KeyFile != "" || p.APNs.CertFile != "" {
+		a := &push.APNsConfig{
+			KeyFile: p.APNs.KeyFile, KeyID: p.APNs.KeyID, TeamID: p.APNs.TeamID,
+			CertFile: p.APNs.CertFile, CertPassword: p.APNs.CertPassword,
+			Topic: p.APNs.Topic, PushType: p.APNs.PushType, Expiration: time.Duration(p.APNs.Expiration),
+			Endpoint: p.APNs.Endpoint,
+		}
+		if p.APNs.CAFile != "" {
+			pool, err := edge.CertPool(p.APNs.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("push.apns.ca_file: %w", err)
+			}
+			a.RootCAs = pool
+		}
+		cfg.APNs = a
+	} else {
+		log.Info("APNs is not configured (push.apns.key_file or cert_file): iOS devices will not be woken")
+	}
+	if p.FCM.CredentialsFile != "" || p.FCM.Endpoint != "" {
+		f := &push.FCMConfig{
+			CredentialsFile: p.FCM.CredentialsFile, ProjectID: p.FCM.ProjectID, Priority: p.FCM.Priority,
+			TTL: time.Duration(p.FCM.TTL), Notification: p.FCM.Notification, Endpoint: p.FCM.Endpoint,
+		}
+		if p.FCM.CAFile != "" {
+			pool, err := edge.CertPool(p.FCM.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("push.fcm.ca_file: %w", err)
+			}
+			f.RootCAs = pool
+		}
+		cfg.FCM = f
+	} else {
+		log.Info("FCM is not configured (push.fcm.credentials_file): Android devices will not be woken")
+	}
+	if cfg.APNs == nil && cfg.FCM == nil {
+		return nil, nil
+	}
+	return &cfg, nil
 }
 
 type coreConfig struct {
@@ -237,12 +314,16 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics, err := newPromMetrics(reg, log, core.MetricDescs, storage.MetricDescs, edge.MetricDescs)
+	metrics, err := newPromMetrics(reg, log, core.MetricDescs, storage.MetricDescs, edge.MetricDescs, push.MetricDescs)
 	if err != nil {
 		return err
 	}
 	if cfg.Memory {
 		log.Warn("state is kept in memory only and is lost on exit (--memory)")
+	}
+	pushCfg, err := cfg.Push.config(log)
+	if err != nil {
+		return err
 	}
 	g, err := gateway.Open(gateway.Config{
 		Dir:       cfg.Data,
@@ -250,6 +331,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		Listen:    cfg.Listen,
 		TLS:       tlsConf,
 		TokenKeys: keys,
+		Push:      pushCfg,
 		Logger:    log,
 		Metrics:   metrics,
 		Core: core.Config{
@@ -263,6 +345,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			SendBurst:    cfg.Core.SendBurst,
 			SyncLimit:    cfg.Core.SyncLimit,
 			Forward:      core.ForwardConfig{MaxInFlight: cfg.Core.ForwardMaxInFlight},
+			PushPreview:  cfg.Push.Preview,
 		},
 		Store: storage.Options{Shards: cfg.Storage.Shards, MaxBatch: cfg.Storage.MaxBatch},
 		Edge: edge.Config{
@@ -293,6 +376,12 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 			if draining.Load() {
 				http.Error(w, "draining", http.StatusServiceUnavailable)
+				return
+			}
+			select {
+			case <-g.Core.Ready():
+			default:
+				http.Error(w, "starting: redelivering the outbox", http.StatusServiceUnavailable)
 				return
 			}
 			fmt.Fprintln(w, "ok")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ternhq/tern/core"
 	"github.com/ternhq/tern/edge"
+	"github.com/ternhq/tern/push"
 	"github.com/ternhq/tern/storage"
 	"github.com/ternhq/tern/wire"
 )
@@ -52,6 +53,10 @@ type Config struct {
 	TLS *tls.Config
 	// TokenKeys are extra public keys whose tokens are accepted.
 	TokenKeys []ed25519.PublicKey
+	// Push, when set, wakes devices through APNs and FCM (package push);
+	// its OnInvalidToken, Logger and Metrics are filled in. nil: no pushes
+	// (registrations are still stored).
+	Push *push.Config
 	// Logger and Metrics are handed to every tier unless set there.
 	Logger  *slog.Logger
 	Metrics core.Metrics
@@ -70,6 +75,8 @@ type Gateway struct {
 	CAFile string
 	// CAPool holds CAFile's certificate.
 	CAPool *x509.CertPool
+	// Pusher is the push service, nil without Config.Push.
+	Pusher *push.Service
 
 	serveErr chan error
 	stopped  bool
@@ -140,6 +147,26 @@ func Open(cfg Config) (g *Gateway, err error) {
 			g.closeCore()
 		}
 	}()
+	if cfg.Push != nil {
+		pc := *cfg.Push
+		if pc.Logger == nil {
+			pc.Logger = cfg.Logger.With("component", "push")
+		}
+		if pc.Metrics == nil {
+			pc.Metrics = cfg.Metrics
+		}
+		if pc.OnInvalidToken == nil {
+			// Core does not exist yet; the service reports dead tokens only
+			// once pushes flow, after Open returned.
+			pc.OnInvalidToken = func(ctx context.Context, u core.UserID, d core.DeviceID, token, reason string) {
+				g.Core.DropPushToken(ctx, u, d, token, reason)
+			}
+		}
+		if g.Pusher, err = push.New(pc); err != nil {
+			return nil, err
+		}
+		cfg.Core.Pusher = g.Pusher
+	}
 	if g.Core, err = core.New(cfg.Core, g.Store); err != nil {
 		return nil, err
 	}
@@ -188,6 +215,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if e := g.Core.Close(ctx); e != nil && err == nil {
 		err = e
 	}
+	if g.Pusher != nil {
+		if e := g.Pusher.Close(ctx); e != nil && err == nil {
+			err = e
+		}
+	}
 	if e := g.Store.Close(); e != nil && err == nil {
 		err = e
 	}
@@ -212,6 +244,9 @@ func (g *Gateway) closeCore() error {
 	defer cancel()
 	if g.Core != nil {
 		g.Core.Close(ctx)
+	}
+	if g.Pusher != nil {
+		g.Pusher.Close(ctx)
 	}
 	if g.Store != nil {
 		return g.Store.Close()

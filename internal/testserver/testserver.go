@@ -15,6 +15,7 @@ import (
 	"github.com/ternhq/tern/core"
 	"github.com/ternhq/tern/edge"
 	"github.com/ternhq/tern/internal/gateway"
+	"github.com/ternhq/tern/push"
 	"github.com/ternhq/tern/storage"
 )
 
@@ -31,7 +32,11 @@ type Options struct {
 	Store storage.Options
 	// Listen is the UDP address; default 127.0.0.1:0.
 	Listen string
+	// Push, when set, starts the push service (see gateway.Config.Push).
+	Push   *push.Config
 	Logger *slog.Logger
+	// Metrics receives every tier's metrics.
+	Metrics core.Metrics
 }
 
 // Server is a running embedded gateway.
@@ -69,7 +74,7 @@ func New(o Options) (*Server, error) {
 	}
 	g, err := gateway.Open(gateway.Config{
 		Dir: o.Dir, Memory: o.Memory, Listen: o.Listen,
-		Core: o.Core, Store: o.Store, Edge: o.Edge, QUIC: o.QUIC, Logger: o.Logger,
+		Core: o.Core, Store: o.Store, Edge: o.Edge, QUIC: o.QUIC, Push: o.Push, Logger: o.Logger, Metrics: o.Metrics,
 	})
 	if err != nil {
 		s.removeDir()

@@ -319,7 +319,7 @@ func testInlineAndOutbox(t *testing.T, f Factory) {
 	t0 := now()
 	toB := send(a, "1", t0, b)
 	r := apply(t, s, toB)
-	if len(r.Outbox) != 0 || len(r.Grown) != 2 || r.Grown[1] != (core.Growth{User: b, Head: 1}) {
+	if len(r.Outbox) != 0 || len(r.Grown) != 2 || r.Grown[1].User != b || r.Grown[1].Head != 1 || r.Grown[1].Entry == nil {
 		t.Fatalf("inline send: %+v", r)
 	}
 	es := entries(t, s, b, 0, 0, 0)
