@@ -19,14 +19,14 @@ type Options struct {
 	// Shards is the number of shards state is split into, each with its
 	// own queue, writer goroutine and transactions. It is fixed when a
 	// data directory is created; at most MaxShards. Default 1, measured
-	// (BenchmarkDurableAppendShards, 2 cores, fsync on every commit):
-	// 1 shard 31k appends/s at 64 appenders and 53k/s at 512; 2 shards
-	// 23k and 37k; 4 shards 15k and 36k. Badger writes commits one at a
-	// time, syncs its log once per transaction, and begins a transaction
-	// only after every commit in flight returned, so shards do not
-	// commit in parallel: more shards only split the same appends into
-	// more, smaller transactions. Changing the count later means
-	// migrating the data: choose it for the layout you will replicate.
+	// (BenchmarkDurableAppendShards, 2 cores, medians of 4 runs): 1 shard
+	// 38k appends/s at 64 appenders and 42k/s at 512; 2 shards 35k and
+	// 45k; 4 shards 33k and 48k. The shards' commits are applied
+	// concurrently and share the syncer's fsyncs, so more shards no
+	// longer mean smaller fsync'd groups; but 2 cores are saturated
+	// either way, and these differences are within the run-to-run noise
+	// (±15%). Changing the count later means migrating the data: choose
+	// it for the layout you will replicate.
 	Shards int
 	// MaxBatch bounds the commands applied in one transaction. Default
 	// 1024.
@@ -150,10 +150,11 @@ func (s *Store) Shards() int { return s.shards }
 // Apply queues cmd for its shard's writer and waits until the transaction
 // holding it is durable (fsync'd, with Badger) or cmd failed. It returns
 // core.ErrOverloaded at once when the shard's queue is full, and an error
-// wrapping core.ErrClosed after Close or once a sync has failed. When ctx ends first Apply returns ctx's error,
-// but a command the writer has already taken may still commit: callers
-// retry idempotently (sends by client_msg_id, deliveries by their marker).
-// A queued command whose ctx has ended is skipped.
+// wrapping core.ErrClosed after Close or once a sync has failed. When ctx
+// ends first Apply returns ctx's error, but a command the writer has
+// already taken may still commit: callers retry idempotently (sends by
+// client_msg_id, deliveries by their marker). A queued command whose ctx
+// has ended is skipped.
 func (s *Store) Apply(ctx context.Context, cmd core.Command) (core.Result, error) {
 	if err := ctx.Err(); err != nil {
 		return core.Result{}, err
@@ -194,8 +195,8 @@ func (s *Store) enqueue(w *shardWriter, req *request) error {
 
 // Close stops accepting commands, applies those already queued, stops the
 // writers, waits until what they committed is durable and closes the
-// database. Reads keep working until the writers
-// have stopped. Calling it again waits for the first call and returns nil.
+// database. Reads keep working until the writers have stopped. Calling it
+// again waits for the first call and returns nil.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
