@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 )
 
 // WriteText writes the runs of one scenario as a table: one column per
@@ -23,8 +24,14 @@ func WriteText(w io.Writer, runs []*Result) error {
 		fmt.Fprintf(w, " (server %s; %s, GOMAXPROCS %d, %s)", orDash(e.Server), e.GoVersion, e.GOMAXPROCS, orDash(e.CPU))
 	}
 	fmt.Fprintln(w)
+	// Labels left-aligned (padded here), numbers right-aligned.
+	width := len("figure")
+	for _, f := range r0.Figures {
+		width = max(width, utf8.RuneCountInString(f.Label))
+	}
+	pad := func(s string) string { return s + strings.Repeat(" ", width-utf8.RuneCountInString(s)) }
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := "figure\t"
+	head := pad("figure") + "\t"
 	if len(runs) == 1 {
 		head += "value\t"
 	} else {
@@ -36,7 +43,7 @@ func WriteText(w io.Writer, runs []*Result) error {
 	fmt.Fprintln(tw, head+"unit\t")
 	med := Median(runs)
 	for i, f := range r0.Figures {
-		line := f.Label + "\t"
+		line := pad(f.Label) + "\t"
 		for _, r := range runs {
 			g, _ := r.Figure(f.Name)
 			line += formatValue(g.Value) + "\t"

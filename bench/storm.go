@@ -207,8 +207,10 @@ func Storm(ctx context.Context, t Target, cfg StormConfig) (*Result, error) {
 			if connectedAt[r] != 0 {
 				conn = append(conn, connectedAt[r]-start)
 			}
-			if c := caught[r].Load(); c != 0 {
-				catch = append(catch, c-start)
+			// Caught up: connected (Connect returned) and got the message,
+			// which can come first (a 0-RTT Sync rides with the Hello).
+			if c := caught[r].Load(); c != 0 && connectedAt[r] != 0 {
+				catch = append(catch, max(c, connectedAt[r])-start)
 			}
 			if hr, ok := cconns[r].(HandshakeReporter); ok {
 				hs := hr.Handshake()

@@ -24,6 +24,7 @@ Usage:
   tern listen --addr HOST:PORT --ca FILE --token T
   tern group  --addr HOST:PORT --ca FILE --token T (create|add|remove|members) GROUP [USER...]
   tern block  --addr HOST:PORT --ca FILE --token T [--unblock] USER
+  tern bench  (throughput|latency|connections|reconnect-storm|mobile) [--addr HOST:PORT --ca FILE --data DIR] [--json] [--report FILE.html] [--runs K] ...
   tern version
 
 Run 'tern COMMAND -h' for a command's flags.
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdGroup(ctx, rest, stdout, stderr)
 	case "block":
 		return cmdBlock(ctx, rest, stdout, stderr)
+	case "bench":
+		return cmdBench(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "tern", version)
 		return nil

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchCommand runs a small throughput benchmark through the command
+// line, with JSON output, two runs and an HTML report.
+func TestBenchCommand(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	report := filepath.Join(t.TempDir(), "report.html")
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"bench", "throughput", "--messages", "200", "--senders", "2", "--receivers", "2", "--window", "2",
+		"--json", "--runs", "2", "--report", report, "--quiet"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	dec := json.NewDecoder(&out)
+	var objs []map[string]any
+	for dec.More() {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, m)
+	}
+	if len(objs) != 3 {
+		t.Fatalf("%d JSON objects, want 2 runs and a summary", len(objs))
+	}
+	for _, run := range objs[:2] {
+		v, _ := run["validation"].(map[string]any)
+		if v["delivered"] != 200.0 || run["env"] == nil {
+			t.Errorf("run: validation %v, env %v", v, run["env"])
+		}
+	}
+	if objs[2]["runs"] != 2.0 || objs[2]["median"] == nil {
+		t.Errorf("summary %v", objs[2])
+	}
+	page, err := os.ReadFile(report)
+	if err != nil || !strings.Contains(string(page), "<svg") {
+		t.Errorf("report: %v", err)
+	}
+}
+
+func TestBenchUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench"},
+		{"bench", "nosuch"},
+		{"bench", "throughput", "--addr", "127.0.0.1:1"},
+		{"bench", "connections", "--addr", "127.0.0.1:1", "--ca", "x", "--data", "y"},
+		{"bench", "latency", "extra"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), args, &out, &errOut)
+		if exitCode(err) != 2 {
+			t.Errorf("%v: %v (exit %d), want a usage error", args, err, exitCode(err))
+		}
+	}
+}
