@@ -40,7 +40,11 @@ func newTarget(t *testing.T) bench.Target {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tg := NewTarget(srv)
+	tg, err := NewTarget(srv)
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if err := tg.Close(); err != nil {
 			t.Errorf("close: %v", err)
