@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.scenario, "scenario", "throughput", "throughput or latency")
 	fs.IntVar(&o.runs, "runs", 3, "runs of each target; figures are the medians")
-	targets := fs.String("targets", strings.Join(systemNames(), ","), "comma-separated targets to run")
+	targets := fs.String("targets", strings.Join(systemNames(false), ","), "comma-separated targets to run, of: "+strings.Join(systemNames(true), ", "))
 	fs.BoolVar(&o.jsonOut, "json", false, "write JSON instead of tables")
 	fs.StringVar(&o.report, "report", "", "also write an HTML report to this file")
 	fs.StringVar(&o.ternBinary, "tern-binary", "", "tern executable to run (default: build ../../cmd/tern)")
@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, n := range strings.Split(*targets, ",") {
 		s, err := findSystem(strings.TrimSpace(n))
 		if err != nil {
-			fmt.Fprintf(stderr, "peers: --targets: %v (known: %s)\n", err, strings.Join(systemNames(), ", "))
+			fmt.Fprintf(stderr, "peers: --targets: %v (known: %s)\n", err, strings.Join(systemNames(true), ", "))
 			return 2
 		}
 		syss = append(syss, s)

@@ -20,6 +20,8 @@ type system struct {
 	// inProcess: the server runs in this process, sharing its CPUs and its
 	// CPU figures with the clients. Otherwise it is a child process.
 	inProcess bool
+	// extra: run only when named in --targets.
+	extra bool
 	// durability says how the system is made to store before it acks.
 	durability string
 	start      func(ctx context.Context, dir string, o startOptions) (running, error)
@@ -71,6 +73,19 @@ var systems = []system{
 			return running{target: t}, nil
 		},
 	},
+	{
+		name:       "nats-jetstream/tls",
+		inProcess:  true,
+		extra:      true,
+		durability: "as nats-jetstream; clients over TLS 1.3, as Tern's are",
+		start: func(ctx context.Context, dir string, o startOptions) (running, error) {
+			t, err := natsjs.New(natsjs.Config{Dir: dir, TLS: true})
+			if err != nil {
+				return running{}, err
+			}
+			return running{target: t}, nil
+		},
+	},
 }
 
 func mochiSystem(tr mochi.Transport) system {
@@ -101,10 +116,14 @@ func findSystem(name string) (system, error) {
 	return system{}, fmt.Errorf("unknown target %q", name)
 }
 
-func systemNames() []string {
+// systemNames lists the systems run by default, and the extra ones too
+// when extra is set.
+func systemNames(extra bool) []string {
 	var ns []string
 	for _, s := range systems {
-		ns = append(ns, s.name)
+		if extra || !s.extra {
+			ns = append(ns, s.name)
+		}
 	}
 	return ns
 }

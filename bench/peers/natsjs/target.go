@@ -43,6 +43,7 @@ package natsjs
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -56,6 +57,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/ternhq/tern/bench"
+	"github.com/ternhq/tern/bench/peers/quicconn"
 )
 
 // Stream is the name of the stream holding every inbox.
@@ -71,12 +73,17 @@ const (
 type Config struct {
 	// Dir is the JetStream store directory. Required.
 	Dir string
+	// TLS makes clients connect over TLS 1.3 (a self-signed loopback
+	// certificate), as Tern's and MQTT-over-QUIC's clients do. Default:
+	// plain TCP, how NATS is usually measured.
+	TLS bool
 }
 
 // Target is a nats-server with JetStream running in this process.
 type Target struct {
-	srv *server.Server
-	url string
+	srv       *server.Server
+	url       string
+	clientTLS *tls.Config // nil: plain TCP
 
 	closeOnce sync.Once
 }
@@ -100,12 +107,22 @@ func New(cfg Config) (*Target, error) {
 		NoSigs:     true,
 		MaxPayload: 1 << 20,
 	}
+	var clientTLS *tls.Config
+	if cfg.TLS {
+		serverTLS, ctls, err := quicconn.LoopbackTLS("")
+		if err != nil {
+			return nil, fmt.Errorf("natsjs: %w", err)
+		}
+		serverTLS.NextProtos, ctls.NextProtos = nil, nil
+		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, serverTLS, 5
+		clientTLS = ctls
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: server: %w", err)
 	}
 	srv.Start()
-	t := &Target{srv: srv}
+	t := &Target{srv: srv, clientTLS: clientTLS}
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Close()
 		return nil, errors.New("natsjs: server not ready after 10s")
@@ -116,7 +133,7 @@ func New(cfg Config) (*Target, error) {
 	}
 	t.url = srv.ClientURL()
 
-	nc, err := nats.Connect(t.url, nats.Name("bench-setup"))
+	nc, err := nats.Connect(t.url, t.natsOptions("bench-setup")...)
 	if err != nil {
 		t.Close()
 		return nil, fmt.Errorf("natsjs: connect: %w", err)
@@ -143,8 +160,21 @@ func New(cfg Config) (*Target, error) {
 	return t, nil
 }
 
-// Name is "nats-jetstream".
-func (t *Target) Name() string { return "nats-jetstream" }
+// Name is "nats-jetstream", or "nats-jetstream/tls".
+func (t *Target) Name() string {
+	if t.clientTLS != nil {
+		return "nats-jetstream/tls"
+	}
+	return "nats-jetstream"
+}
+
+func (t *Target) natsOptions(name string) []nats.Option {
+	o := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
+	if t.clientTLS != nil {
+		o = append(o, nats.Secure(t.clientTLS.Clone()))
+	}
+	return o
+}
 
 // URL is the server's client URL.
 func (t *Target) URL() string { return t.url }
@@ -171,7 +201,7 @@ func (t *Target) Connect(ctx context.Context, user string, deliver func(bench.De
 	if user == "" || strings.ContainsAny(user, ".*> \t\r\n/\\") {
 		return nil, fmt.Errorf("natsjs: user %q is not a subject token", user)
 	}
-	nc, err := nats.Connect(t.url, nats.Name("inbox-"+user), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(t.url, t.natsOptions("inbox-"+user)...)
 	if err != nil {
 		return nil, fmt.Errorf("natsjs: connect %s: %w", user, err)
 	}

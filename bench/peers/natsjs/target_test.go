@@ -107,3 +107,19 @@ func TestRestartKeepsInbox(t *testing.T) {
 		}
 	}
 }
+
+func TestContractTLS(t *testing.T) {
+	targettest.Run(t, func(t *testing.T) bench.Target {
+		tg, err := New(Config{Dir: t.TempDir(), TLS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tg.Close() })
+		// The server takes TLS clients only.
+		if nc, err := nats.Connect(tg.URL(), nats.MaxReconnects(0)); err == nil {
+			nc.Close()
+			t.Fatal("a plain-TCP client connected to the TLS target")
+		}
+		return tg
+	}, targettest.Options{Messages: 30})
+}

@@ -27,14 +27,14 @@ type Options struct {
 	// back in another order (mochi). The test still requires each exactly
 	// once, and logs the reordering.
 	ReordersOnResume bool
-	// Messages per sender→receiver pair in the delivery test; default 100.
+	// Messages per sender→receiver pair in the delivery test; default 50.
 	Messages int
 }
 
 // Run runs the contract against targets made by newTarget, one per subtest.
 func Run(t *testing.T, newTarget func(t *testing.T) bench.Target, o Options) {
 	if o.Messages <= 0 {
-		o.Messages = 100
+		o.Messages = 50
 	}
 	t.Run("Deliver", func(t *testing.T) { testDeliver(t, newTarget(t), o) })
 	t.Run("Resume", func(t *testing.T) { testResume(t, newTarget(t), o) })
@@ -247,7 +247,7 @@ func testResume(t *testing.T, tg bench.Target, o Options) {
 // testCloseWhileReceiving closes a receiver while messages stream in, then
 // reconnects: each message arrives once over the two connections.
 func testCloseWhileReceiving(t *testing.T, tg bench.Target, o Options) {
-	const total = 300
+	const total = 200
 	in := newInbox("r")
 	rc := connect(t, tg, "r", in.deliver)
 	sc := connect(t, tg, "s", nil)
