@@ -51,12 +51,22 @@
 // commit applied before it started, from every shard, and while it runs
 // the writers go on committing: that is the group commit. (Before it
 // syncs, the syncer waits for the commits being applied at that moment,
-// at most a millisecond, so that they need no sync of their own.) The syncer syncs
-// the log files itself rather than calling db.Sync, which misses the WAL
-// of a memtable Badger has just rotated and always syncs the value log; it
-// follows Badger's file numbering to sync each log a last time after
-// Badger moved on to the next. Open syncs every log file before anything
-// is read, as the previous process may have left unsynced commits behind.
+// at most a millisecond, so that they need no sync of their own.)
+//
+// The syncer syncs the log files itself rather than calling db.Sync, which
+// misses the WAL of a memtable Badger has just rotated and always syncs
+// the value log; it follows Badger's file numbering (NNNNN.mem,
+// NNNNNN.vlog, checked by TestRotatedLogsAreSynced) to sync each log a
+// last time after Badger moved on to the next. Open syncs every log file
+// before anything is read, as the previous process may have left unsynced
+// commits behind. What this gives up against SyncWrites: unsynced commits
+// can reach the disk in any order the kernel writes pages back. Within a
+// log that is harmless (replay stops at the first torn entry), but in the
+// millisecond or so between a WAL rotation and the next sync, a machine
+// crash could keep commits of the new WAL and lose unsynced ones of the
+// old, none of them answered or read; likewise a WAL entry could outlive
+// the value log data it points to, for values of at least ValueThreshold
+// (1 MiB; bodies are far smaller).
 //
 // Each command writes into its own overlay first, so a command whose Apply
 // fails writes nothing and the batch goes on. When Badger refuses a
