@@ -9,6 +9,7 @@ import (
 
 func newTarget(tr Transport) func(t *testing.T) bench.Target {
 	return func(t *testing.T) bench.Target {
+		targettest.NoLeaks(t, "badger.(*Hook).gcLoop") // mochi never stops it
 		tg, err := New(Config{Dir: t.TempDir(), Transport: tr})
 		if err != nil {
 			t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 )
 
 func newTarget(t *testing.T) bench.Target {
+	targettest.NoLeaks(t)
 	tg, err := New(Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

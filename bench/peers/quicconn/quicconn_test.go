@@ -8,9 +8,12 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/ternhq/tern/bench/peers/internal/targettest"
 )
 
 func TestEchoOverStream(t *testing.T) {
+	targettest.NoLeaks(t)
 	srvTLS, cliTLS, err := LoopbackTLS("test")
 	if err != nil {
 		t.Fatal(err)

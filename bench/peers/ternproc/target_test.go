@@ -34,6 +34,7 @@ func TestMain(m *testing.M) {
 }
 
 func newTarget(t *testing.T) bench.Target {
+	targettest.NoLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	srv, err := Start(ctx, Config{Binary: binary, Dir: t.TempDir(), Stderr: testWriter{t}})

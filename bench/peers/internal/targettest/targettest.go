@@ -12,6 +12,7 @@ package targettest
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -269,4 +270,71 @@ func testCloseWhileReceiving(t *testing.T, tg bench.Target, o Options) {
 	if r := check(t, "r", in.snapshot(), map[string]int{"s": total}, o.ReordersOnResume); r > 0 {
 		t.Logf("%d message(s) delivered out of order after the reconnection (a documented limit of this target)", r)
 	}
+}
+
+// NoLeaks fails t if goroutines started during the test are still running
+// a few seconds after its cleanups (register it first, so that it runs
+// last). Goroutines whose stack contains one of known (a function name) are
+// leaks of third-party code that the caller documents.
+func NoLeaks(t *testing.T, known ...string) {
+	before := goroutineIDs()
+	t.Cleanup(func() {
+		var left []string
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			left = left[:0]
+			for id, stack := range goroutines() {
+				if before[id] || matchesAny(stack, known) {
+					continue
+				}
+				left = append(left, stack)
+			}
+			if len(left) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // polling the runtime: nothing to wait on
+		}
+		for _, s := range left {
+			t.Errorf("goroutine left running:\n%s", s)
+		}
+	})
+}
+
+func matchesAny(s string, subs []string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func goroutineIDs() map[string]bool {
+	ids := make(map[string]bool)
+	for id := range goroutines() {
+		ids[id] = true
+	}
+	return ids
+}
+
+// goroutines returns every goroutine's stack by its id.
+func goroutines() map[string]string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	out := make(map[string]string)
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		// "goroutine 123 [state]:\n..."
+		f := strings.Fields(g)
+		if len(f) >= 2 && f[0] == "goroutine" {
+			out[f[1]] = g
+		}
+	}
+	return out
 }
