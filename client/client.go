@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -582,9 +583,39 @@ func (c *Client) dialQUICConfig() *quic.Config {
 // sends the first Sync before the handshake completes; when the server
 // rejects the 0-RTT data it says Hello again on the 1-RTT connection.
 func (c *Client) connect() (*session, error) {
+	s, err := c.dialSession()
+	if c.tickets != nil {
+		c.tickets.settle(err != nil && networkFailure(err))
+	}
+	return s, err
+}
+
+// networkFailure reports whether a failed dial failed for want of a network
+// (nothing answered in time, or the address is unreachable) rather than
+// because the server refused something.
+func networkFailure(err error) bool {
+	var (
+		idle *quic.IdleTimeoutError
+		hs   *quic.HandshakeTimeoutError
+		ne   net.Error
+	)
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &idle) || errors.As(err, &hs) ||
+		(errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)
+}
+
+// dialSession is one connection attempt; see connect.
+func (c *Client) dialSession() (_ *session, err error) {
 	c.stats.dials.Add(1)
 	ctx, cancel := context.WithTimeout(c.ctx, 2*c.cfg.RequestTimeout)
 	defer cancel()
+	defer func() {
+		// An attempt that ran out of time says so, whatever the step that
+		// noticed (the connection is closed locally when it does).
+		if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %w", err, context.DeadlineExceeded)
+		}
+	}()
 	token, err := c.token(ctx)
 	if err != nil {
 		return nil, err

@@ -82,22 +82,67 @@ func (g *gatedConn) SyscallConn() (syscall.RawConn, error)        { return g.udp
 // sessionCache wraps the TLS session cache to learn whether a dial can go
 // 0-RTT: when the ticket it returns does not allow early data, the dial's
 // gate opens at once.
+//
+// It also keeps tickets alive through outages: crypto/tls drops a ticket
+// whenever a handshake that tried to resume with it fails, including when it
+// failed only because the network did not answer. A phone that retried while
+// offline would then lose 0-RTT exactly when it comes back. The cache
+// remembers what was dropped during a dial, and settle puts it back when the
+// dial failed for want of a network.
 type sessionCache struct {
 	tls.ClientSessionCache
 	mu      sync.Mutex
-	release func() // the gate of the dial in progress
+	release func()                             // the gate of the dial in progress
+	handed  map[string]*tls.ClientSessionState // tickets Get handed out during the dial
+	dropped map[string]*tls.ClientSessionState // of those, the ones crypto/tls deleted
 }
 
 func (s *sessionCache) Get(key string) (*tls.ClientSessionState, bool) {
 	cs, ok := s.ClientSessionCache.Get(key)
-	if !ok || cs == nil || !allowsEarlyData(cs) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ok && cs != nil {
+		if s.handed == nil {
+			s.handed = make(map[string]*tls.ClientSessionState, 1)
+		}
+		s.handed[key] = cs
+	}
+	if (!ok || cs == nil || !allowsEarlyData(cs)) && s.release != nil {
+		s.release()
+	}
+	return cs, ok
+}
+
+func (s *sessionCache) Put(key string, cs *tls.ClientSessionState) {
+	if cs == nil {
 		s.mu.Lock()
-		if s.release != nil {
-			s.release()
+		if old := s.handed[key]; old != nil {
+			if s.dropped == nil {
+				s.dropped = make(map[string]*tls.ClientSessionState, 1)
+			}
+			s.dropped[key] = old
 		}
 		s.mu.Unlock()
 	}
-	return cs, ok
+	s.ClientSessionCache.Put(key, cs)
+}
+
+// settle ends a dial: when it failed because the network did not answer
+// (unreachable, timeout), the tickets crypto/tls dropped meanwhile are put
+// back; otherwise (success, or a server that refused) they stay dropped.
+func (s *sessionCache) settle(networkFailure bool) {
+	s.mu.Lock()
+	dropped := s.dropped
+	s.dropped, s.handed = nil, nil
+	s.mu.Unlock()
+	if !networkFailure {
+		return
+	}
+	for key, cs := range dropped {
+		if _, ok := s.ClientSessionCache.Get(key); !ok {
+			s.ClientSessionCache.Put(key, cs)
+		}
+	}
 }
 
 func (s *sessionCache) setRelease(release func()) {

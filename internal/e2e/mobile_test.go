@@ -495,3 +495,48 @@ func TestTakeoverHalfOpen(t *testing.T) {
 	more := sendMany(t, ctxT(t, 10*time.Second), a, "bob", 1, 1, "after")
 	checkReceived(t, "bob's new session", in.wait(t, 6, 10*time.Second), sent, more)
 }
+
+// TestZeroRTTAfterOutage: reconnect attempts that fail while the network is
+// gone must not cost the client its session ticket (crypto/tls drops a
+// ticket whenever a resuming handshake fails); when the network returns the
+// client reconnects with 0-RTT.
+func TestZeroRTTAfterOutage(t *testing.T) {
+	s := testserver.Start(t, testserver.Options{})
+	link := netsim.Link{Delay: 10 * time.Millisecond}
+	px := newProxy(t, s.Addr, link, link)
+	a := sdk(t, s, "alice", "laptop", 0, nil)
+	cache := tls.NewLRUClientSessionCache(4)
+	in := newInbox(0)
+	b := sdk(t, s, "bob", "phone", 0, via(px, in, func(c *client.Config) {
+		tc := s.ClientTLS()
+		tc.ClientSessionCache = cache
+		c.TLS = tc
+		c.RequestTimeout = 500 * time.Millisecond // a dial gives up after 1 s
+		c.DeadPathTimeout = 300 * time.Millisecond
+		c.QUIC = &quicConfig{KeepAlivePeriod: 100 * time.Millisecond}
+		c.ReconnectMin, c.ReconnectMax = 50*time.Millisecond, 200*time.Millisecond
+	}))
+	ctx := ctxT(t, 60*time.Second)
+	sendMany(t, ctx, a, "bob", 1, 1, "before")
+	in.wait(t, 1, 10*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := cache.Get("localhost"); ok || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	px.Blackhole(3 * time.Second)
+	time.Sleep(500 * time.Millisecond)
+	during := sendMany(t, ctx, a, "bob", 1, 1, "during")
+	checkReceived(t, "bob", in.wait(t, 2, 30*time.Second), during)
+	st := b.Stats()
+	t.Logf("%+v", st)
+	if st.Dials < st.Connects+1 {
+		t.Fatalf("no reconnect attempt failed during the outage: %+v", st)
+	}
+	if st.Used0RTT < 1 {
+		t.Fatalf("the reconnect after the outage did not use 0-RTT: %+v", st)
+	}
+}
