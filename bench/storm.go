@@ -229,6 +229,7 @@ func Storm(ctx context.Context, t Target, cfg StormConfig) (*Result, error) {
 		res.add(ph.name+"_caught_up_p50_s", ph.name+": caught up p50", catch.quantile(.5)/1e3, "s")
 		res.add(ph.name+"_caught_up_p99_s", ph.name+": caught up p99", catch.quantile(.99)/1e3, "s")
 		res.add(ph.name+"_failures", ph.name+": clients not caught up in time", float64(fails), "")
+		res.add(ph.name+"_connect_failures", ph.name+": connects that failed", float64(cfailed.Load()), "")
 		res.add(ph.name+"_zero_rtt", ph.name+": connections with 0-RTT", float64(zero), "")
 		res.add(ph.name+"_resumed", ph.name+": TLS sessions resumed", float64(resumed), "")
 		if e := firstErr.Load(); e != nil {
@@ -239,10 +240,36 @@ func Storm(ctx context.Context, t Target, cfg StormConfig) (*Result, error) {
 		}
 		res.Counters = sumStats(res.Counters, cconns)
 	}
-	prog.stop()
 	if canZ {
 		zs.SetZeroRTT(true)
 	}
+	// Clients that did not make it within Timeout are failures of the
+	// storm, not losses: they connect again now, paced, so that the
+	// validator can tell a late message from a lost one.
+	var late []int
+	for r, c := range cconns {
+		if c == nil {
+			late = append(late, r)
+		}
+	}
+	if len(late) > 0 {
+		prog.set(func() string { return fmt.Sprintf("reconnecting the %d clients that failed, paced", len(late)) })
+		names := make([]string, len(late))
+		for i, r := range late {
+			names[i] = clients[r]
+		}
+		conns, failed, errs := connectAll(ctx, t, names, func(i int) func(Delivery) { return deliverTo(late[i]) }, 500, 128, nil)
+		for i, c := range conns {
+			cconns[late[i]] = c
+		}
+		missing := drain(ctx, h, 0, len(clients), time.Duration(cfg.Timeout))
+		res.note(fmt.Sprintf("after the storms, the %d clients that had failed connected again at 500/s to collect their messages: %d failed again, %d acknowledged messages still missing",
+			len(late), failed, missing))
+		if failed > 0 {
+			res.note(errorsNote("paced reconnects", failed, errs))
+		}
+	}
+	prog.stop()
 	closeAll(cconns)
 	res.Validation = h.Validate()
 	res.note(fmt.Sprintf("%d clients, one message each before the storm and one sent to each while all were disconnected; times from the moment all reconnect at once", cfg.Clients))
