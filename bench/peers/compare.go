@@ -298,22 +298,39 @@ func (c *comparison) writeText(w io.Writer, verbose bool) error {
 	return nil
 }
 
-// notes gathers the runs' notes, each once, prefixed with the target.
+// notes gathers the runs' notes, each once: those of every target first,
+// then each target's own, prefixed with its name.
 func (c *comparison) notes() []string {
-	var out []string
-	seen := make(map[string]bool)
+	var order []string
+	by := make(map[string]map[string]bool) // note -> targets
+	ran := 0
 	for _, s := range c.systems {
+		if len(c.results[s.name]) > 0 {
+			ran++
+		}
 		for _, r := range c.results[s.name] {
 			for _, n := range r.Notes {
-				k := s.name + ": " + n
-				if !seen[k] {
-					seen[k] = true
-					out = append(out, k)
+				if by[n] == nil {
+					by[n] = make(map[string]bool)
+					order = append(order, n)
 				}
+				by[n][s.name] = true
 			}
 		}
 	}
-	return out
+	var all, own []string
+	for _, n := range order {
+		if ran > 1 && len(by[n]) == ran {
+			all = append(all, "all: "+n)
+			continue
+		}
+		for _, s := range c.systems {
+			if by[n][s.name] {
+				own = append(own, s.name+": "+n)
+			}
+		}
+	}
+	return append(all, own...)
 }
 
 type jsonTarget struct {

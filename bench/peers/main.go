@@ -254,6 +254,7 @@ func addCPU(res *bench.Result, s system, rn running, cpu0 time.Duration) {
 		}
 		server := float64((cpu1 - cpu0).Microseconds()) / msgs.Value
 		res.Figures = append(res.Figures, bench.Figure{Name: "server_cpu_per_msg_us", Label: "server CPU per message", Value: server, Unit: "µs"})
+		res.Notes = append(res.Notes, "CPU per message, clients + server, adds the server process's CPU (from /proc, over the whole run, per acknowledged message)")
 		total += server
 	}
 	res.Figures = append(res.Figures, bench.Figure{Name: "total_cpu_per_msg_us", Label: "CPU per message, clients + server", Value: total, Unit: "µs"})

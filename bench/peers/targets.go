@@ -45,7 +45,7 @@ type running struct {
 var systems = []system{
 	{
 		name:       "tern",
-		durability: "group commit: Badger in managed mode, one syncer per store; Send is acked after the fsync covering it",
+		durability: "group commit: Badger without SyncWrites, one syncer per store; Send is acked after the fdatasync covering it",
 		start: func(ctx context.Context, dir string, o startOptions) (running, error) {
 			srv, err := ternproc.Start(ctx, ternproc.Config{Binary: o.ternBinary, Dir: dir, Stderr: o.stderr})
 			if err != nil {
@@ -92,7 +92,7 @@ func mochiSystem(tr mochi.Transport) system {
 	return system{
 		name:       "mochi-mqtt/" + string(tr),
 		inProcess:  true,
-		durability: "Badger hook with SyncWrites (fsync per hook write) and a store-before-ack hook (the message is stored in the subscriber's session before the PUBACK)",
+		durability: "Badger hook with SyncWrites (each hook write a transaction synced with msync) and a store-before-ack hook (the message is stored in the subscriber's session before the PUBACK)",
 		start: func(ctx context.Context, dir string, o startOptions) (running, error) {
 			var log *slog.Logger
 			if o.stderr != nil {
