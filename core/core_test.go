@@ -574,7 +574,11 @@ type recordingPusher struct {
 	cancelled []core.DeviceID
 }
 
-func (p *recordingPusher) Push(r core.PushRequest) { p.mu.Lock(); p.pushes = append(p.pushes, r); p.mu.Unlock() }
+func (p *recordingPusher) Push(r core.PushRequest) {
+	p.mu.Lock()
+	p.pushes = append(p.pushes, r)
+	p.mu.Unlock()
+}
 func (p *recordingPusher) Cancel(_ core.UserID, d core.DeviceID) {
 	p.mu.Lock()
 	p.cancelled = append(p.cancelled, d)
