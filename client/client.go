@@ -62,8 +62,13 @@ type Client struct {
 	local atomic.Uint64
 	saved atomic.Uint64
 	acked atomic.Uint64
+	// notified is the highest seq a Notify announced; forced says that a
+	// wake needs a round whatever notified says (a new session, a move).
+	notified atomic.Uint64
+	forced   atomic.Bool
 
 	wake    chan struct{} // cap 1: asks the pull loop for a round
+	batch   *batcher      // packs concurrent sends into requests
 	pullMu  sync.Mutex
 	waiters []chan error // Sync calls waiting for the next complete round
 	msgs    chan Message // nil when Config.OnMessage is set
@@ -102,6 +107,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		push:     cfg.Push,
 		wake:     make(chan struct{}, 1),
 	}
+	c.batch = &batcher{c: c, max: cfg.SendBatch, inFlight: cfg.SendsInFlight}
 	store := cfg.SeqStore
 	if store == nil {
 		// A Tern token names its user and device: open their seq file now,
@@ -176,6 +182,7 @@ func (c *Client) Close() error {
 		c.stopAll()
 		c.cancel()
 		c.wg.Wait()
+		c.batch.wg.Wait()
 		c.mu.Lock()
 		trs := append(c.retired, c.tr)
 		c.retired, c.tr = nil, nil
@@ -826,8 +833,8 @@ func (c *Client) readSession(s *session) {
 		switch m := down.GetMsg().(type) {
 		case *wire.SessionDown_Notify:
 			c.stats.notifies.Add(1)
-			if m.Notify.GetSeq() > c.local.Load() {
-				c.wakePull()
+			if seq := m.Notify.GetSeq(); seq > c.local.Load() {
+				c.wakeNotified(seq)
 			}
 		case *wire.SessionDown_GoAway:
 			select {

@@ -105,6 +105,16 @@ type Config struct {
 	// reconnects. Default 8s; negative disables the check (the connection
 	// then lives until QUIC's idle timeout).
 	DeadPathTimeout time.Duration
+	// SendBatch is the most concurrent sends packed into one request (a
+	// send_batch). A send never waits for others: it goes at once while
+	// fewer than SendsInFlight send requests are in flight, and sends that
+	// queued behind them share the next request. Default 0: 64
+	// (wire.MaxSendBatch, also the upper bound); 1 sends each message on a
+	// stream of its own.
+	SendBatch int
+	// SendsInFlight is how many send requests may be in flight at once.
+	// Default 8.
+	SendsInFlight int
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -113,6 +123,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Token == "" && c.TokenFunc == nil {
 		return c, errors.New("client: Config.Token or Config.TokenFunc is required")
+	}
+	if c.SendBatch <= 0 || c.SendBatch > wire.MaxSendBatch {
+		c.SendBatch = wire.MaxSendBatch
+	}
+	if c.SendsInFlight <= 0 {
+		c.SendsInFlight = 8
 	}
 	if c.SyncLimit < 0 {
 		return c, fmt.Errorf("client: Config.SyncLimit %d is negative", c.SyncLimit)

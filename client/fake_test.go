@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -63,6 +64,17 @@ type fakeServer struct {
 	dropSends int               // reset this many send streams after storing
 	failSends []*wire.Error     // answer the next sends with these, storing nothing
 	nextID    int
+	// capability is announced in Welcomes (0: wire.CapabilityVersion);
+	// below 2 the server refuses send_batch.
+	capability uint32
+	batches    []int // sizes of the send_batch requests served
+	// sendGate, when set, holds every send request until it is closed;
+	// held counts the requests waiting at it.
+	sendGate chan struct{}
+	held     atomic.Int32
+	// failBodies answers sends with these bodies with these errors, one
+	// per send, storing nothing.
+	failBodies map[string][]*wire.Error
 }
 
 type fakeBox struct {
@@ -261,7 +273,7 @@ func (f *fakeServer) serveConn(conn *quic.Conn) {
 		SeqSvr:            b.head(),
 		AckedSeq:          b.cursors[device],
 		ServerTimeMs:      time.Now().UnixMilli(),
-		CapabilityVersion: wire.CapabilityVersion,
+		CapabilityVersion: cmp.Or(f.capability, wire.CapabilityVersion),
 		MaxFrameSize:      wire.DefaultMaxFrameSize,
 		AckMode:           wire.AckMode_ACK_MODE_DEVICE,
 		User:              user,
@@ -385,7 +397,12 @@ func (s *fakeSession) serveRequest(str *quic.Stream) {
 	}
 	s.f.mu.Lock()
 	s.f.remotes[s.user] = s.conn.RemoteAddr().String()
+	gate := s.f.sendGate
 	s.f.mu.Unlock()
+	if gate != nil && (req.GetSend() != nil || req.GetSendBatch() != nil) {
+		s.f.held.Add(1)
+		<-gate
+	}
 	resp, drop := s.f.handle(s, &req)
 	if drop {
 		str.CancelWrite(0)
@@ -409,6 +426,22 @@ func (f *fakeServer) handle(s *fakeSession, req *wire.Request) (resp *wire.Respo
 	switch r := req.GetReq().(type) {
 	case *wire.Request_Send:
 		return f.send(s, r.Send)
+	case *wire.Request_SendBatch:
+		if f.capability == 1 {
+			break
+		}
+		f.batches = append(f.batches, len(r.SendBatch.GetSends()))
+		out := &wire.SendBatchResponse{}
+		for _, sr := range r.SendBatch.GetSends() {
+			resp, d := f.send(s, sr)
+			drop = drop || d
+			if e := resp.GetError(); e != nil {
+				out.Results = append(out.Results, &wire.SendResult{Result: &wire.SendResult_Error{Error: e}})
+			} else {
+				out.Results = append(out.Results, &wire.SendResult{Result: &wire.SendResult_Ok{Ok: resp.GetSend()}})
+			}
+		}
+		return &wire.Response{Resp: &wire.Response_SendBatch{SendBatch: out}}, drop
 	case *wire.Request_Sync:
 		return f.sync(s, r.Sync), false
 	case *wire.Request_Ack:
@@ -441,6 +474,10 @@ func (f *fakeServer) send(s *fakeSession, r *wire.SendRequest) (*wire.Response, 
 		e := f.failSends[0]
 		f.failSends = f.failSends[1:]
 		return errResp(e), false
+	}
+	if errs := f.failBodies[string(r.GetBody())]; len(errs) > 0 {
+		f.failBodies[string(r.GetBody())] = errs[1:]
+		return errResp(errs[0]), false
 	}
 	key := s.device + "\x00" + r.GetClientMsgId()
 	if prev := f.dedup[key]; prev != nil {

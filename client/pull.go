@@ -4,17 +4,41 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ternhq/tern/wire"
 )
 
 // wakePull asks the pull loop for a round; requests coalesce.
 func (c *Client) wakePull() {
+	c.forced.Store(true)
+	c.signalPull()
+}
+
+// wakeNotified asks for a round because a Notify announced seq. The round
+// is skipped when an earlier one already went past seq (the Notify was
+// written while that round's Sync was on its way).
+func (c *Client) wakeNotified(seq uint64) {
+	for {
+		old := c.notified.Load()
+		if seq <= old || c.notified.CompareAndSwap(old, seq) {
+			break
+		}
+	}
+	c.signalPull()
+}
+
+func (c *Client) signalPull() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
 }
+
+// ackDelay is how long the pull loop waits before acknowledging what a
+// notified round fetched: the next round's Sync acknowledges it anyway, so
+// while messages stream in no Ack request is needed at all.
+const ackDelay = 25 * time.Millisecond
 
 // Sync pulls now and returns when the client has caught up with the mailbox
 // (every message handed over, the seq saved and acknowledged), when ctx is
@@ -43,19 +67,35 @@ func (c *Client) Sync(ctx context.Context) error {
 // for Sync.
 func (c *Client) pullLoop() {
 	defer c.wg.Done()
+	ackTimer := time.NewTimer(time.Hour)
+	ackTimer.Stop()
+	defer ackTimer.Stop()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-ackTimer.C:
+			c.ackCaughtUp(c.ctx)
+			continue
 		case <-c.wake:
 		}
 		c.pullMu.Lock()
 		waiters := c.waiters
 		c.waiters = nil
 		c.pullMu.Unlock()
+		if !c.forced.Swap(false) && len(waiters) == 0 && c.notified.Load() <= c.local.Load() {
+			c.stats.staleWakes.Add(1)
+			continue
+		}
 		err := c.pull(c.ctx)
+		if err == nil && len(waiters) > 0 {
+			err = c.ackCaughtUp(c.ctx)
+		}
 		if err != nil && c.ctx.Err() == nil {
 			c.log.Warn("pull failed", "seq", c.local.Load(), "err", err)
+		}
+		if c.saved.Load() > c.acked.Load() {
+			ackTimer.Reset(ackDelay)
 		}
 		for _, w := range waiters {
 			w <- err
@@ -67,7 +107,8 @@ func (c *Client) syncRequest(after uint64) *wire.Request {
 	return &wire.Request{Req: &wire.Request_Sync{Sync: &wire.SyncRequest{After: after, Limit: uint32(c.cfg.SyncLimit)}}}
 }
 
-// pull is one round: pages until has_more is false, then an Ack.
+// pull is one round: pages until has_more is false. Each Sync acknowledges
+// the seq it asks after; the pull loop acknowledges the last page.
 func (c *Client) pull(ctx context.Context) error {
 	stalls := 0
 	for {
@@ -94,7 +135,7 @@ func (c *Client) pull(ctx context.Context) error {
 			return err
 		}
 		if !resp.GetHasMore() {
-			break
+			return nil
 		}
 		if c.local.Load() == before {
 			// has_more without progress: do not spin on a confused server.
@@ -104,7 +145,6 @@ func (c *Client) pull(ctx context.Context) error {
 			}
 		}
 	}
-	return c.ackCaughtUp(ctx)
 }
 
 // fetchPage returns the page after the local seq: the Sync pipelined with the
@@ -122,7 +162,12 @@ func (c *Client) fetchPage(ctx context.Context) (*wire.SyncResponse, error) {
 			c.log.Debug("pipelined sync failed; asking again", "err", err)
 		}
 		c.stats.syncs.Add(1)
-		return s.roundTrip(ctx, c.syncRequest(c.local.Load()), true)
+		after := c.local.Load()
+		resp, err := s.roundTrip(ctx, c.syncRequest(after), true)
+		if err == nil && resp.GetSync() != nil && after <= c.saved.Load() {
+			c.noteAcked(after) // a Sync acknowledges the seq it asks after
+		}
+		return resp, err
 	}
 	resp, err := c.call(ctx, callOpts{name: "sync"}, attempt)
 	if err != nil {

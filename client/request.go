@@ -176,14 +176,9 @@ func (c *Client) SendWith(ctx context.Context, o SendOptions) (SendResult, error
 	} else {
 		sr.To = &wire.SendRequest_Group{Group: o.Group}
 	}
-	req := &wire.Request{Req: &wire.Request_Send{Send: sr}}
-	resp, err := c.call(ctx, callOpts{name: "send", retries: &c.stats.sendRetries}, plain(req, true))
+	r, err := c.sendQueued(ctx, sr)
 	if err != nil {
 		return res, err
-	}
-	r := resp.GetSend()
-	if r == nil {
-		return res, errUnexpected("send", resp)
 	}
 	c.stats.sends.Add(1)
 	res.ID = messageID(r.GetId())

@@ -179,21 +179,26 @@ type Stats struct {
 	// the first.
 	Sends       uint64
 	SendRetries uint64
+	// SendBatches counts send_batch requests (two or more sends each).
+	SendBatches uint64
 	// Migrations counts successful network switches, MigrationFailures the
 	// ones that fell back to a reconnect.
 	Migrations        uint64
 	MigrationFailures uint64
 	// DeadPaths counts paths declared dead by Config.DeadPathTimeout.
 	DeadPaths uint64
+	// StaleNotifies counts Notifies that needed no pull: an earlier pull
+	// had already fetched what they announced.
+	StaleNotifies uint64
 }
 
 type counters struct {
-	dials, connects, reconnects                     atomic.Uint64
-	handshakes, resumed, used0RTT, rejected0RTT     atomic.Uint64
-	disconnects, goAways                            atomic.Uint64
-	notifies, syncs, resyncs, messages, acks        atomic.Uint64
-	sends, sendRetries, migrations, migrationFailed atomic.Uint64
-	deadPaths                                       atomic.Uint64
+	dials, connects, reconnects                                  atomic.Uint64
+	handshakes, resumed, used0RTT, rejected0RTT                  atomic.Uint64
+	disconnects, goAways                                         atomic.Uint64
+	notifies, syncs, resyncs, messages, acks                     atomic.Uint64
+	sends, sendRetries, sendBatches, migrations, migrationFailed atomic.Uint64
+	deadPaths, staleWakes                                        atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -214,8 +219,10 @@ func (c *counters) snapshot() Stats {
 		Acks:              c.acks.Load(),
 		Sends:             c.sends.Load(),
 		SendRetries:       c.sendRetries.Load(),
+		SendBatches:       c.sendBatches.Load(),
 		Migrations:        c.migrations.Load(),
 		MigrationFailures: c.migrationFailed.Load(),
 		DeadPaths:         c.deadPaths.Load(),
+		StaleNotifies:     c.staleWakes.Load(),
 	}
 }

@@ -403,6 +403,55 @@ func (c *conn) serveRequest(st *quic.Stream) {
 	c.s.m.Observe(MetricRequestSeconds, time.Since(start).Seconds())
 }
 
+// send hands one send to the backend.
+func (c *conn) send(ctx context.Context, r *wire.SendRequest) (*wire.SendResponse, error) {
+	res, err := c.s.backend.Send(ctx, core.SendRequest{
+		From:        c.id.User,
+		Device:      c.id.Device,
+		ClientMsgID: core.ClientMsgID(r.GetClientMsgId()),
+		To:          core.UserID(r.GetUser()),
+		Group:       core.GroupID(r.GetGroup()),
+		Body:        r.GetBody(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &wire.SendResponse{Id: res.ID[:], Seq: uint64(res.Seq), SentAtMs: res.SentAt.UnixMilli(), Duplicate: res.Duplicate}, nil
+}
+
+// sendBatch runs a batch's sends concurrently, so that the storage writer
+// packs them into its transactions as it would sends on separate streams,
+// and returns one result per send in the request's order.
+func (c *conn) sendBatch(ctx context.Context, sends []*wire.SendRequest) ([]*wire.SendResult, error) {
+	switch {
+	case len(sends) == 0:
+		return nil, fmt.Errorf("%w: an empty send batch", core.ErrInvalid)
+	case len(sends) > wire.MaxSendBatch:
+		return nil, fmt.Errorf("%w: %d sends in a batch (at most %d)", core.ErrInvalid, len(sends), wire.MaxSendBatch)
+	}
+	results := make([]*wire.SendResult, len(sends))
+	one := func(i int) {
+		ok, err := c.send(ctx, sends[i])
+		if err != nil {
+			we := toWireError(err)
+			results[i] = &wire.SendResult{Result: &wire.SendResult_Error{Error: we}}
+			c.s.m.Add(MetricRequestErrors, we.ErrorCode().String(), 1)
+			if we.ErrorCode() == wire.CodeInternal {
+				c.log.Error("batched send failed", "err", err)
+			}
+			return
+		}
+		results[i] = &wire.SendResult{Result: &wire.SendResult_Ok{Ok: ok}}
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < len(sends); i++ {
+		wg.Go(func() { one(i) })
+	}
+	one(0)
+	wg.Wait()
+	return results, nil
+}
+
 // dispatch serves one decoded request into resp and returns its kind.
 func (c *conn) dispatch(ctx context.Context, req *wire.Request, resp *wire.Response) string {
 	fail := func(err error) {
@@ -411,23 +460,21 @@ func (c *conn) dispatch(ctx context.Context, req *wire.Request, resp *wire.Respo
 	u, d := c.id.User, c.id.Device
 	switch r := req.Req.(type) {
 	case *wire.Request_Send:
-		sr := core.SendRequest{
-			From:        u,
-			Device:      d,
-			ClientMsgID: core.ClientMsgID(r.Send.GetClientMsgId()),
-			To:          core.UserID(r.Send.GetUser()),
-			Group:       core.GroupID(r.Send.GetGroup()),
-			Body:        r.Send.GetBody(),
-		}
-		res, err := c.s.backend.Send(ctx, sr)
+		ok, err := c.send(ctx, r.Send)
 		if err != nil {
 			fail(err)
 			return "send"
 		}
-		resp.Resp = &wire.Response_Send{Send: &wire.SendResponse{
-			Id: res.ID[:], Seq: uint64(res.Seq), SentAtMs: res.SentAt.UnixMilli(), Duplicate: res.Duplicate,
-		}}
+		resp.Resp = &wire.Response_Send{Send: ok}
 		return "send"
+	case *wire.Request_SendBatch:
+		results, err := c.sendBatch(ctx, r.SendBatch.GetSends())
+		if err != nil {
+			fail(err)
+			return "send_batch"
+		}
+		resp.Resp = &wire.Response_SendBatch{SendBatch: &wire.SendBatchResponse{Results: results}}
+		return "send_batch"
 	case *wire.Request_Sync:
 		if r.Sync.GetUser() != "" && core.UserID(r.Sync.GetUser()) != u {
 			fail(fmt.Errorf("%w: a session reads only its own mailbox", core.ErrForbidden))

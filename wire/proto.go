@@ -12,7 +12,13 @@ const ALPN = "tern/1"
 
 // CapabilityVersion is the protocol capability this package implements.
 // Hello and Welcome carry it; each side speaks the minimum of the two.
-const CapabilityVersion = 1
+//
+//   - 1: the first version.
+//   - 2: Request.send_batch.
+const CapabilityVersion = 2
+
+// MaxSendBatch is the most sends a SendBatchRequest may carry.
+const MaxSendBatch = 64
 
 // DefaultMaxFrameSize is the frame size limit, in bytes, used when a
 // configuration leaves it zero. It bounds a single Request or SessionUp frame

@@ -292,7 +292,7 @@ func (x GroupRequest_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use GroupRequest_Op.Descriptor instead.
 func (GroupRequest_Op) EnumDescriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{17, 0}
+	return file_tern_proto_rawDescGZIP(), []int{20, 0}
 }
 
 // SessionUp is every frame a client writes on the session stream.
@@ -977,6 +977,7 @@ type Request struct {
 	//	*Request_Group
 	//	*Request_Block
 	//	*Request_Push
+	//	*Request_SendBatch
 	Req           isRequest_Req `protobuf_oneof:"req"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1073,6 +1074,15 @@ func (x *Request) GetPush() *PushRequest {
 	return nil
 }
 
+func (x *Request) GetSendBatch() *SendBatchRequest {
+	if x != nil {
+		if x, ok := x.Req.(*Request_SendBatch); ok {
+			return x.SendBatch
+		}
+	}
+	return nil
+}
+
 type isRequest_Req interface {
 	isRequest_Req()
 }
@@ -1101,6 +1111,11 @@ type Request_Push struct {
 	Push *PushRequest `protobuf:"bytes,6,opt,name=push,proto3,oneof"`
 }
 
+type Request_SendBatch struct {
+	// Capability 2: several sends on one stream (see SendBatchRequest).
+	SendBatch *SendBatchRequest `protobuf:"bytes,7,opt,name=send_batch,json=sendBatch,proto3,oneof"`
+}
+
 func (*Request_Send) isRequest_Req() {}
 
 func (*Request_Sync) isRequest_Req() {}
@@ -1113,6 +1128,8 @@ func (*Request_Block) isRequest_Req() {}
 
 func (*Request_Push) isRequest_Req() {}
 
+func (*Request_SendBatch) isRequest_Req() {}
+
 type Response struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Resp:
@@ -1123,6 +1140,7 @@ type Response struct {
 	//	*Response_Group
 	//	*Response_Block
 	//	*Response_Push
+	//	*Response_SendBatch
 	//	*Response_Error
 	Resp          isResponse_Resp `protobuf_oneof:"resp"`
 	unknownFields protoimpl.UnknownFields
@@ -1220,6 +1238,15 @@ func (x *Response) GetPush() *PushResponse {
 	return nil
 }
 
+func (x *Response) GetSendBatch() *SendBatchResponse {
+	if x != nil {
+		if x, ok := x.Resp.(*Response_SendBatch); ok {
+			return x.SendBatch
+		}
+	}
+	return nil
+}
+
 func (x *Response) GetError() *Error {
 	if x != nil {
 		if x, ok := x.Resp.(*Response_Error); ok {
@@ -1257,6 +1284,10 @@ type Response_Push struct {
 	Push *PushResponse `protobuf:"bytes,6,opt,name=push,proto3,oneof"`
 }
 
+type Response_SendBatch struct {
+	SendBatch *SendBatchResponse `protobuf:"bytes,7,opt,name=send_batch,json=sendBatch,proto3,oneof"`
+}
+
 type Response_Error struct {
 	Error *Error `protobuf:"bytes,15,opt,name=error,proto3,oneof"`
 }
@@ -1272,6 +1303,8 @@ func (*Response_Group) isResponse_Resp() {}
 func (*Response_Block) isResponse_Resp() {}
 
 func (*Response_Push) isResponse_Resp() {}
+
+func (*Response_SendBatch) isResponse_Resp() {}
 
 func (*Response_Error) isResponse_Resp() {}
 
@@ -1377,6 +1410,186 @@ func (*SendRequest_User) isSendRequest_To() {}
 
 func (*SendRequest_Group) isSendRequest_To() {}
 
+// SendBatchRequest carries up to MaxSendBatch sends on one stream
+// (capability version 2 and later). Each send is handled as if it came on a
+// stream of its own: independently, in no particular order among the batch,
+// deduplicated by its own client_msg_id. A batch is as replay-safe as its
+// sends, so it may go in 0-RTT data and be repeated whole after a lost
+// answer. A batch the server refuses as a whole (too many sends, a frame
+// too large) gets a Response.error instead.
+type SendBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sends         []*SendRequest         `protobuf:"bytes,1,rep,name=sends,proto3" json:"sends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendBatchRequest) Reset() {
+	*x = SendBatchRequest{}
+	mi := &file_tern_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchRequest) ProtoMessage() {}
+
+func (x *SendBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchRequest.ProtoReflect.Descriptor instead.
+func (*SendBatchRequest) Descriptor() ([]byte, []int) {
+	return file_tern_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SendBatchRequest) GetSends() []*SendRequest {
+	if x != nil {
+		return x.Sends
+	}
+	return nil
+}
+
+// SendBatchResponse has one result per send, in the request's order.
+type SendBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*SendResult          `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendBatchResponse) Reset() {
+	*x = SendBatchResponse{}
+	mi := &file_tern_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendBatchResponse) ProtoMessage() {}
+
+func (x *SendBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendBatchResponse.ProtoReflect.Descriptor instead.
+func (*SendBatchResponse) Descriptor() ([]byte, []int) {
+	return file_tern_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SendBatchResponse) GetResults() []*SendResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// SendResult is the outcome of one send of a batch: what a single send's
+// Response would have held.
+type SendResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*SendResult_Ok
+	//	*SendResult_Error
+	Result        isSendResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendResult) Reset() {
+	*x = SendResult{}
+	mi := &file_tern_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendResult) ProtoMessage() {}
+
+func (x *SendResult) ProtoReflect() protoreflect.Message {
+	mi := &file_tern_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendResult.ProtoReflect.Descriptor instead.
+func (*SendResult) Descriptor() ([]byte, []int) {
+	return file_tern_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SendResult) GetResult() isSendResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *SendResult) GetOk() *SendResponse {
+	if x != nil {
+		if x, ok := x.Result.(*SendResult_Ok); ok {
+			return x.Ok
+		}
+	}
+	return nil
+}
+
+func (x *SendResult) GetError() *Error {
+	if x != nil {
+		if x, ok := x.Result.(*SendResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isSendResult_Result interface {
+	isSendResult_Result()
+}
+
+type SendResult_Ok struct {
+	Ok *SendResponse `protobuf:"bytes,1,opt,name=ok,proto3,oneof"`
+}
+
+type SendResult_Error struct {
+	Error *Error `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*SendResult_Ok) isSendResult_Result() {}
+
+func (*SendResult_Error) isSendResult_Result() {}
+
 type SendResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the server's 16-byte message id, the same in every mailbox.
@@ -1393,7 +1606,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_tern_proto_msgTypes[11]
+	mi := &file_tern_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1618,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[11]
+	mi := &file_tern_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1631,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{11}
+	return file_tern_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendResponse) GetId() []byte {
@@ -1465,7 +1678,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_tern_proto_msgTypes[12]
+	mi := &file_tern_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1690,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[12]
+	mi := &file_tern_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1703,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{12}
+	return file_tern_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SyncRequest) GetAfter() uint64 {
@@ -1531,7 +1744,7 @@ type SyncResponse struct {
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_tern_proto_msgTypes[13]
+	mi := &file_tern_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1756,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[13]
+	mi := &file_tern_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1769,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{13}
+	return file_tern_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SyncResponse) GetEntries() []*Entry {
@@ -1615,7 +1828,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_tern_proto_msgTypes[14]
+	mi := &file_tern_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1840,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[14]
+	mi := &file_tern_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1853,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{14}
+	return file_tern_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Entry) GetSeq() uint64 {
@@ -1715,7 +1928,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_tern_proto_msgTypes[15]
+	mi := &file_tern_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +1940,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[15]
+	mi := &file_tern_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +1953,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{15}
+	return file_tern_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AckRequest) GetSeq() uint64 {
@@ -1760,7 +1973,7 @@ type AckResponse struct {
 
 func (x *AckResponse) Reset() {
 	*x = AckResponse{}
-	mi := &file_tern_proto_msgTypes[16]
+	mi := &file_tern_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1985,7 @@ func (x *AckResponse) String() string {
 func (*AckResponse) ProtoMessage() {}
 
 func (x *AckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[16]
+	mi := &file_tern_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1998,7 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{16}
+	return file_tern_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AckResponse) GetAcked() uint64 {
@@ -1806,7 +2019,7 @@ type GroupRequest struct {
 
 func (x *GroupRequest) Reset() {
 	*x = GroupRequest{}
-	mi := &file_tern_proto_msgTypes[17]
+	mi := &file_tern_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +2031,7 @@ func (x *GroupRequest) String() string {
 func (*GroupRequest) ProtoMessage() {}
 
 func (x *GroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[17]
+	mi := &file_tern_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +2044,7 @@ func (x *GroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupRequest.ProtoReflect.Descriptor instead.
 func (*GroupRequest) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{17}
+	return file_tern_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GroupRequest) GetOp() GroupRequest_Op {
@@ -1864,7 +2077,7 @@ type GroupResponse struct {
 
 func (x *GroupResponse) Reset() {
 	*x = GroupResponse{}
-	mi := &file_tern_proto_msgTypes[18]
+	mi := &file_tern_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2089,7 @@ func (x *GroupResponse) String() string {
 func (*GroupResponse) ProtoMessage() {}
 
 func (x *GroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[18]
+	mi := &file_tern_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2102,7 @@ func (x *GroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupResponse.ProtoReflect.Descriptor instead.
 func (*GroupResponse) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{18}
+	return file_tern_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GroupResponse) GetMembers() []string {
@@ -1910,7 +2123,7 @@ type BlockRequest struct {
 
 func (x *BlockRequest) Reset() {
 	*x = BlockRequest{}
-	mi := &file_tern_proto_msgTypes[19]
+	mi := &file_tern_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2135,7 @@ func (x *BlockRequest) String() string {
 func (*BlockRequest) ProtoMessage() {}
 
 func (x *BlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[19]
+	mi := &file_tern_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2148,7 @@ func (x *BlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockRequest.ProtoReflect.Descriptor instead.
 func (*BlockRequest) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{19}
+	return file_tern_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BlockRequest) GetUser() string {
@@ -1960,7 +2173,7 @@ type BlockResponse struct {
 
 func (x *BlockResponse) Reset() {
 	*x = BlockResponse{}
-	mi := &file_tern_proto_msgTypes[20]
+	mi := &file_tern_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2185,7 @@ func (x *BlockResponse) String() string {
 func (*BlockResponse) ProtoMessage() {}
 
 func (x *BlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[20]
+	mi := &file_tern_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2198,7 @@ func (x *BlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockResponse.ProtoReflect.Descriptor instead.
 func (*BlockResponse) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{20}
+	return file_tern_proto_rawDescGZIP(), []int{23}
 }
 
 // PushRequest registers, replaces or (with remove, e.g. on logout) removes the
@@ -2000,7 +2213,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_tern_proto_msgTypes[21]
+	mi := &file_tern_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2225,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[21]
+	mi := &file_tern_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2238,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{21}
+	return file_tern_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PushRequest) GetRegistration() *PushRegistration {
@@ -2050,7 +2263,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_tern_proto_msgTypes[22]
+	mi := &file_tern_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2275,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[22]
+	mi := &file_tern_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2288,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{22}
+	return file_tern_proto_rawDescGZIP(), []int{25}
 }
 
 // Error carries a code from the ranges in docs/protocol.md.
@@ -2095,7 +2308,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_tern_proto_msgTypes[23]
+	mi := &file_tern_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2320,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_tern_proto_msgTypes[23]
+	mi := &file_tern_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2333,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_tern_proto_rawDescGZIP(), []int{23}
+	return file_tern_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Error) GetCode() uint32 {
@@ -2210,22 +2423,26 @@ const file_tern_proto_rawDesc = "" +
 	"\x06GoAway\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12,\n" +
-	"\x12reconnect_after_ms\x18\x03 \x01(\rR\x10reconnectAfterMs\"\x9b\x02\n" +
+	"\x12reconnect_after_ms\x18\x03 \x01(\rR\x10reconnectAfterMs\"\xd7\x02\n" +
 	"\aRequest\x12*\n" +
 	"\x04send\x18\x01 \x01(\v2\x14.tern.v1.SendRequestH\x00R\x04send\x12*\n" +
 	"\x04sync\x18\x02 \x01(\v2\x14.tern.v1.SyncRequestH\x00R\x04sync\x12'\n" +
 	"\x03ack\x18\x03 \x01(\v2\x13.tern.v1.AckRequestH\x00R\x03ack\x12-\n" +
 	"\x05group\x18\x04 \x01(\v2\x15.tern.v1.GroupRequestH\x00R\x05group\x12-\n" +
 	"\x05block\x18\x05 \x01(\v2\x15.tern.v1.BlockRequestH\x00R\x05block\x12*\n" +
-	"\x04push\x18\x06 \x01(\v2\x14.tern.v1.PushRequestH\x00R\x04pushB\x05\n" +
-	"\x03req\"\xcb\x02\n" +
+	"\x04push\x18\x06 \x01(\v2\x14.tern.v1.PushRequestH\x00R\x04push\x12:\n" +
+	"\n" +
+	"send_batch\x18\a \x01(\v2\x19.tern.v1.SendBatchRequestH\x00R\tsendBatchB\x05\n" +
+	"\x03req\"\x88\x03\n" +
 	"\bResponse\x12+\n" +
 	"\x04send\x18\x01 \x01(\v2\x15.tern.v1.SendResponseH\x00R\x04send\x12+\n" +
 	"\x04sync\x18\x02 \x01(\v2\x15.tern.v1.SyncResponseH\x00R\x04sync\x12(\n" +
 	"\x03ack\x18\x03 \x01(\v2\x14.tern.v1.AckResponseH\x00R\x03ack\x12.\n" +
 	"\x05group\x18\x04 \x01(\v2\x16.tern.v1.GroupResponseH\x00R\x05group\x12.\n" +
 	"\x05block\x18\x05 \x01(\v2\x16.tern.v1.BlockResponseH\x00R\x05block\x12+\n" +
-	"\x04push\x18\x06 \x01(\v2\x15.tern.v1.PushResponseH\x00R\x04push\x12&\n" +
+	"\x04push\x18\x06 \x01(\v2\x15.tern.v1.PushResponseH\x00R\x04push\x12;\n" +
+	"\n" +
+	"send_batch\x18\a \x01(\v2\x1a.tern.v1.SendBatchResponseH\x00R\tsendBatch\x12&\n" +
 	"\x05error\x18\x0f \x01(\v2\x0e.tern.v1.ErrorH\x00R\x05errorB\x06\n" +
 	"\x04resp\"y\n" +
 	"\vSendRequest\x12\"\n" +
@@ -2233,7 +2450,16 @@ const file_tern_proto_rawDesc = "" +
 	"\x04user\x18\x02 \x01(\tH\x00R\x04user\x12\x16\n" +
 	"\x05group\x18\x03 \x01(\tH\x00R\x05group\x12\x12\n" +
 	"\x04body\x18\x04 \x01(\fR\x04bodyB\x04\n" +
-	"\x02to\"l\n" +
+	"\x02to\">\n" +
+	"\x10SendBatchRequest\x12*\n" +
+	"\x05sends\x18\x01 \x03(\v2\x14.tern.v1.SendRequestR\x05sends\"B\n" +
+	"\x11SendBatchResponse\x12-\n" +
+	"\aresults\x18\x01 \x03(\v2\x13.tern.v1.SendResultR\aresults\"g\n" +
+	"\n" +
+	"SendResult\x12'\n" +
+	"\x02ok\x18\x01 \x01(\v2\x15.tern.v1.SendResponseH\x00R\x02ok\x12&\n" +
+	"\x05error\x18\x02 \x01(\v2\x0e.tern.v1.ErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"l\n" +
 	"\fSendResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x1c\n" +
@@ -2327,37 +2553,40 @@ func file_tern_proto_rawDescGZIP() []byte {
 }
 
 var file_tern_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_tern_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_tern_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_tern_proto_goTypes = []any{
-	(Platform)(0),            // 0: tern.v1.Platform
-	(AppState)(0),            // 1: tern.v1.AppState
-	(AckMode)(0),             // 2: tern.v1.AckMode
-	(PushEnvironment)(0),     // 3: tern.v1.PushEnvironment
-	(GroupRequest_Op)(0),     // 4: tern.v1.GroupRequest.Op
-	(*SessionUp)(nil),        // 5: tern.v1.SessionUp
-	(*SessionDown)(nil),      // 6: tern.v1.SessionDown
-	(*Hello)(nil),            // 7: tern.v1.Hello
-	(*PushRegistration)(nil), // 8: tern.v1.PushRegistration
-	(*Welcome)(nil),          // 9: tern.v1.Welcome
-	(*Notify)(nil),           // 10: tern.v1.Notify
-	(*AppStateUpdate)(nil),   // 11: tern.v1.AppStateUpdate
-	(*GoAway)(nil),           // 12: tern.v1.GoAway
-	(*Request)(nil),          // 13: tern.v1.Request
-	(*Response)(nil),         // 14: tern.v1.Response
-	(*SendRequest)(nil),      // 15: tern.v1.SendRequest
-	(*SendResponse)(nil),     // 16: tern.v1.SendResponse
-	(*SyncRequest)(nil),      // 17: tern.v1.SyncRequest
-	(*SyncResponse)(nil),     // 18: tern.v1.SyncResponse
-	(*Entry)(nil),            // 19: tern.v1.Entry
-	(*AckRequest)(nil),       // 20: tern.v1.AckRequest
-	(*AckResponse)(nil),      // 21: tern.v1.AckResponse
-	(*GroupRequest)(nil),     // 22: tern.v1.GroupRequest
-	(*GroupResponse)(nil),    // 23: tern.v1.GroupResponse
-	(*BlockRequest)(nil),     // 24: tern.v1.BlockRequest
-	(*BlockResponse)(nil),    // 25: tern.v1.BlockResponse
-	(*PushRequest)(nil),      // 26: tern.v1.PushRequest
-	(*PushResponse)(nil),     // 27: tern.v1.PushResponse
-	(*Error)(nil),            // 28: tern.v1.Error
+	(Platform)(0),             // 0: tern.v1.Platform
+	(AppState)(0),             // 1: tern.v1.AppState
+	(AckMode)(0),              // 2: tern.v1.AckMode
+	(PushEnvironment)(0),      // 3: tern.v1.PushEnvironment
+	(GroupRequest_Op)(0),      // 4: tern.v1.GroupRequest.Op
+	(*SessionUp)(nil),         // 5: tern.v1.SessionUp
+	(*SessionDown)(nil),       // 6: tern.v1.SessionDown
+	(*Hello)(nil),             // 7: tern.v1.Hello
+	(*PushRegistration)(nil),  // 8: tern.v1.PushRegistration
+	(*Welcome)(nil),           // 9: tern.v1.Welcome
+	(*Notify)(nil),            // 10: tern.v1.Notify
+	(*AppStateUpdate)(nil),    // 11: tern.v1.AppStateUpdate
+	(*GoAway)(nil),            // 12: tern.v1.GoAway
+	(*Request)(nil),           // 13: tern.v1.Request
+	(*Response)(nil),          // 14: tern.v1.Response
+	(*SendRequest)(nil),       // 15: tern.v1.SendRequest
+	(*SendBatchRequest)(nil),  // 16: tern.v1.SendBatchRequest
+	(*SendBatchResponse)(nil), // 17: tern.v1.SendBatchResponse
+	(*SendResult)(nil),        // 18: tern.v1.SendResult
+	(*SendResponse)(nil),      // 19: tern.v1.SendResponse
+	(*SyncRequest)(nil),       // 20: tern.v1.SyncRequest
+	(*SyncResponse)(nil),      // 21: tern.v1.SyncResponse
+	(*Entry)(nil),             // 22: tern.v1.Entry
+	(*AckRequest)(nil),        // 23: tern.v1.AckRequest
+	(*AckResponse)(nil),       // 24: tern.v1.AckResponse
+	(*GroupRequest)(nil),      // 25: tern.v1.GroupRequest
+	(*GroupResponse)(nil),     // 26: tern.v1.GroupResponse
+	(*BlockRequest)(nil),      // 27: tern.v1.BlockRequest
+	(*BlockResponse)(nil),     // 28: tern.v1.BlockResponse
+	(*PushRequest)(nil),       // 29: tern.v1.PushRequest
+	(*PushResponse)(nil),      // 30: tern.v1.PushResponse
+	(*Error)(nil),             // 31: tern.v1.Error
 }
 var file_tern_proto_depIdxs = []int32{
 	7,  // 0: tern.v1.SessionUp.hello:type_name -> tern.v1.Hello
@@ -2365,7 +2594,7 @@ var file_tern_proto_depIdxs = []int32{
 	9,  // 2: tern.v1.SessionDown.welcome:type_name -> tern.v1.Welcome
 	10, // 3: tern.v1.SessionDown.notify:type_name -> tern.v1.Notify
 	12, // 4: tern.v1.SessionDown.go_away:type_name -> tern.v1.GoAway
-	28, // 5: tern.v1.SessionDown.error:type_name -> tern.v1.Error
+	31, // 5: tern.v1.SessionDown.error:type_name -> tern.v1.Error
 	0,  // 6: tern.v1.Hello.platform:type_name -> tern.v1.Platform
 	1,  // 7: tern.v1.Hello.app_state:type_name -> tern.v1.AppState
 	8,  // 8: tern.v1.Hello.push:type_name -> tern.v1.PushRegistration
@@ -2374,26 +2603,32 @@ var file_tern_proto_depIdxs = []int32{
 	2,  // 11: tern.v1.Welcome.ack_mode:type_name -> tern.v1.AckMode
 	1,  // 12: tern.v1.AppStateUpdate.app_state:type_name -> tern.v1.AppState
 	15, // 13: tern.v1.Request.send:type_name -> tern.v1.SendRequest
-	17, // 14: tern.v1.Request.sync:type_name -> tern.v1.SyncRequest
-	20, // 15: tern.v1.Request.ack:type_name -> tern.v1.AckRequest
-	22, // 16: tern.v1.Request.group:type_name -> tern.v1.GroupRequest
-	24, // 17: tern.v1.Request.block:type_name -> tern.v1.BlockRequest
-	26, // 18: tern.v1.Request.push:type_name -> tern.v1.PushRequest
-	16, // 19: tern.v1.Response.send:type_name -> tern.v1.SendResponse
-	18, // 20: tern.v1.Response.sync:type_name -> tern.v1.SyncResponse
-	21, // 21: tern.v1.Response.ack:type_name -> tern.v1.AckResponse
-	23, // 22: tern.v1.Response.group:type_name -> tern.v1.GroupResponse
-	25, // 23: tern.v1.Response.block:type_name -> tern.v1.BlockResponse
-	27, // 24: tern.v1.Response.push:type_name -> tern.v1.PushResponse
-	28, // 25: tern.v1.Response.error:type_name -> tern.v1.Error
-	19, // 26: tern.v1.SyncResponse.entries:type_name -> tern.v1.Entry
-	4,  // 27: tern.v1.GroupRequest.op:type_name -> tern.v1.GroupRequest.Op
-	8,  // 28: tern.v1.PushRequest.registration:type_name -> tern.v1.PushRegistration
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	20, // 14: tern.v1.Request.sync:type_name -> tern.v1.SyncRequest
+	23, // 15: tern.v1.Request.ack:type_name -> tern.v1.AckRequest
+	25, // 16: tern.v1.Request.group:type_name -> tern.v1.GroupRequest
+	27, // 17: tern.v1.Request.block:type_name -> tern.v1.BlockRequest
+	29, // 18: tern.v1.Request.push:type_name -> tern.v1.PushRequest
+	16, // 19: tern.v1.Request.send_batch:type_name -> tern.v1.SendBatchRequest
+	19, // 20: tern.v1.Response.send:type_name -> tern.v1.SendResponse
+	21, // 21: tern.v1.Response.sync:type_name -> tern.v1.SyncResponse
+	24, // 22: tern.v1.Response.ack:type_name -> tern.v1.AckResponse
+	26, // 23: tern.v1.Response.group:type_name -> tern.v1.GroupResponse
+	28, // 24: tern.v1.Response.block:type_name -> tern.v1.BlockResponse
+	30, // 25: tern.v1.Response.push:type_name -> tern.v1.PushResponse
+	17, // 26: tern.v1.Response.send_batch:type_name -> tern.v1.SendBatchResponse
+	31, // 27: tern.v1.Response.error:type_name -> tern.v1.Error
+	15, // 28: tern.v1.SendBatchRequest.sends:type_name -> tern.v1.SendRequest
+	18, // 29: tern.v1.SendBatchResponse.results:type_name -> tern.v1.SendResult
+	19, // 30: tern.v1.SendResult.ok:type_name -> tern.v1.SendResponse
+	31, // 31: tern.v1.SendResult.error:type_name -> tern.v1.Error
+	22, // 32: tern.v1.SyncResponse.entries:type_name -> tern.v1.Entry
+	4,  // 33: tern.v1.GroupRequest.op:type_name -> tern.v1.GroupRequest.Op
+	8,  // 34: tern.v1.PushRequest.registration:type_name -> tern.v1.PushRegistration
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_tern_proto_init() }
@@ -2418,6 +2653,7 @@ func file_tern_proto_init() {
 		(*Request_Group)(nil),
 		(*Request_Block)(nil),
 		(*Request_Push)(nil),
+		(*Request_SendBatch)(nil),
 	}
 	file_tern_proto_msgTypes[9].OneofWrappers = []any{
 		(*Response_Send)(nil),
@@ -2426,11 +2662,16 @@ func file_tern_proto_init() {
 		(*Response_Group)(nil),
 		(*Response_Block)(nil),
 		(*Response_Push)(nil),
+		(*Response_SendBatch)(nil),
 		(*Response_Error)(nil),
 	}
 	file_tern_proto_msgTypes[10].OneofWrappers = []any{
 		(*SendRequest_User)(nil),
 		(*SendRequest_Group)(nil),
+	}
+	file_tern_proto_msgTypes[13].OneofWrappers = []any{
+		(*SendResult_Ok)(nil),
+		(*SendResult_Error)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2438,7 +2679,7 @@ func file_tern_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tern_proto_rawDesc), len(file_tern_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

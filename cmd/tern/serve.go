@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -50,8 +51,11 @@ type serveConfig struct {
 	ReadyFile string `json:"ready_file"`
 	// DrainTimeout bounds the graceful drain on SIGTERM.
 	DrainTimeout duration `json:"drain_timeout"`
-	LogLevel     string   `json:"log_level"`
-	LogFormat    string   `json:"log_format"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP address.
+	// Off by default: profiles reveal internals, so keep HTTP private.
+	Pprof     bool   `json:"pprof"`
+	LogLevel  string `json:"log_level"`
+	LogFormat string `json:"log_format"`
 
 	Core    coreConfig    `json:"core"`
 	Storage storageConfig `json:"storage"`
@@ -226,6 +230,7 @@ func loadServeConfig(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&cfg.Key, "key", cfg.Key, "TLS private key (PEM)")
 	fs.BoolVar(&cfg.Memory, "memory", cfg.Memory, "keep state in memory only (development)")
 	fs.StringVar(&cfg.ReadyFile, "ready-file", cfg.ReadyFile, "write the bound addresses as JSON to this file once serving")
+	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go's profiler under /debug/pprof/ on --http")
 	fs.Var(durationFlag{&cfg.DrainTimeout}, "drain-timeout", "how long a graceful drain may take")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
@@ -387,6 +392,13 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			fmt.Fprintln(w, "ok")
 		})
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := httpSrv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -258,5 +259,62 @@ func TestHostileSessions(t *testing.T) {
 	by.check()
 	if n := s.Core.Sessions(); n != 2 {
 		t.Fatalf("%d sessions attached after the hostile ones left, want the 2 bystanders", n)
+	}
+}
+
+// TestSendBatch: a send_batch through the real edge and core answers each
+// send on its own (stored, duplicate, refused), stores each accepted send
+// once, and refuses a batch that is empty or too large as a whole.
+func TestSendBatch(t *testing.T) {
+	s := testserver.Start(t, testserver.Options{})
+	ctx := ctxT(t, 30*time.Second)
+	bob := raw(t, s, "bob", "phone", 0)
+	carol := raw(t, s, "carol", "phone", 0)
+	if resp, err := carol.Do(ctx, &wire.Request{Req: &wire.Request_Block{Block: &wire.BlockRequest{User: "bob"}}}); err != nil || resp.GetBlock() == nil {
+		t.Fatalf("block: %v %v", resp, err)
+	}
+	send := func(id, to string) *wire.SendRequest {
+		return &wire.SendRequest{ClientMsgId: id, To: &wire.SendRequest_User{User: to}, Body: []byte(id)}
+	}
+	batch := func(sends ...*wire.SendRequest) *wire.Request {
+		return &wire.Request{Req: &wire.Request_SendBatch{SendBatch: &wire.SendBatchRequest{Sends: sends}}}
+	}
+	resp, err := bob.Do(ctx, batch(send("a", "alice"), send("b", "alice"), send("c", "carol"), send("", "alice"), send("a", "alice")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := resp.GetSendBatch().GetResults()
+	if len(rs) != 5 {
+		t.Fatalf("results %v", resp)
+	}
+	if rs[2].GetError().ErrorCode() != wire.CodeBlocked || rs[3].GetError().ErrorCode() != wire.CodeBadRequest {
+		t.Fatalf("refused sends: %v, %v", rs[2], rs[3])
+	}
+	a1, a2, b := rs[0].GetOk(), rs[4].GetOk(), rs[1].GetOk()
+	if a1 == nil || a2 == nil || b == nil || a1.GetSeq() == b.GetSeq() {
+		t.Fatalf("stored sends: %v", rs)
+	}
+	// The same client_msg_id twice in one batch is one entry: whichever
+	// ran second is the duplicate.
+	if a1.GetSeq() != a2.GetSeq() || a1.GetDuplicate() == a2.GetDuplicate() || string(a1.GetId()) != string(a2.GetId()) {
+		t.Fatalf("one client_msg_id twice: %v / %v", a1, a2)
+	}
+	alice := raw(t, s, "alice", "phone", 0)
+	sync, err := alice.Sync(ctx, 0, 0)
+	if err != nil || len(sync.GetSync().GetEntries()) != 2 {
+		t.Fatalf("alice's mailbox: %v %v", sync, err)
+	}
+
+	resp, err = bob.Do(ctx, batch())
+	wantCode(t, resp, err, wire.CodeBadRequest)
+	many := make([]*wire.SendRequest, wire.MaxSendBatch+1)
+	for i := range many {
+		many[i] = send(fmt.Sprint("m", i), "alice")
+	}
+	resp, err = bob.Do(ctx, batch(many...))
+	wantCode(t, resp, err, wire.CodeBadRequest)
+	resp, err = bob.Do(ctx, batch(many[:wire.MaxSendBatch]...))
+	if err != nil || len(resp.GetSendBatch().GetResults()) != wire.MaxSendBatch {
+		t.Fatalf("a full batch: %v %v", resp, err)
 	}
 }
