@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/ternhq/tern/wire"
 )
 
@@ -243,7 +241,7 @@ func sendEach(ctx context.Context, s *session, sends []*wire.SendRequest) (*wire
 // sendQueued sends sr through the batcher, falling back to a request of its
 // own when the batch says so.
 func (c *Client) sendQueued(ctx context.Context, sr *wire.SendRequest) (*wire.SendResponse, error) {
-	q := &queuedSend{ctx: ctx, req: sr, size: proto.Size(sr), done: make(chan sendOutcome, 1)}
+	q := &queuedSend{ctx: ctx, req: sr, size: wire.Size(sr), done: make(chan sendOutcome, 1)}
 	if !c.batch.submit(q) {
 		return nil, callErr("send", ErrClosed, nil)
 	}

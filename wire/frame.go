@@ -131,3 +131,6 @@ func SplitFrame(b []byte, max int) (msg, rest []byte, err error) {
 	end := n + int(length)
 	return b[n:end], b[end:], nil
 }
+
+// Size is the encoded size of m in bytes, without a frame's length prefix.
+func Size(m proto.Message) int { return proto.Size(m) }
