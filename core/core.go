@@ -21,6 +21,7 @@ type Core struct {
 	fwd     *forwarder
 	limiter *rateLimiter
 	push    *pushes // nil without a Pusher
+	acks    *acker
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -50,6 +51,9 @@ func New(cfg Config, store Store) (*Core, error) {
 	c.routes = newRoutes(c)
 	c.limiter = newRateLimiter(cfg.SendRate, cfg.SendBurst, cfg.Now)
 	c.fwd = newForwarder(c)
+	c.acks = newAcker(c)
+	c.wg.Add(1)
+	go c.acks.run()
 	c.starting.Add(1)
 	c.fwd.start()
 	if cfg.RetainAge > 0 {
@@ -277,7 +281,7 @@ func (c *Core) Sync(ctx context.Context, req SyncRequest) (res SyncResult, err e
 	if req.After > h.Head {
 		return res, &ResyncError{Floor: h.EffectiveFloor(), Head: h.Head, Asked: req.After}
 	}
-	acked, err := c.ack(ctx, req.User, req.Device, req.After, h)
+	acked, err := c.syncAck(ctx, req.User, req.Device, req.After, h)
 	if err != nil {
 		return res, err
 	}
@@ -315,6 +319,24 @@ func (c *Core) Sync(ctx context.Context, req SyncRequest) (res SyncResult, err e
 		c.push.synced(req.User, req.Device)
 	}
 	return res, nil
+}
+
+// syncAck is the ack a Sync carries: like ack, but applied in the
+// background (see acker). In AckAccount mode it returns the acked seq the
+// page starts from: the stored one, or seq when higher.
+func (c *Core) syncAck(ctx context.Context, u UserID, d DeviceID, seq Seq, h Head) (Seq, error) {
+	if seq == 0 {
+		return h.Acked, nil
+	}
+	seq = min(seq, h.Head)
+	cur, err := c.store.Cursor(ctx, u, d)
+	if err != nil {
+		return 0, fmt.Errorf("core: ack: %w", err)
+	}
+	if seq > cur || seq > h.Acked {
+		c.acks.add(u, d, seq)
+	}
+	return max(h.Acked, seq), nil
 }
 
 // ack records seq for the device when it moves the device's cursor or the

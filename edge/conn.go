@@ -141,7 +141,9 @@ func (c *conn) run() {
 	cancel()
 	if err != nil {
 		if c.ctx.Err() == nil {
-			c.fail(nil, wire.CodeProtocolViolation, "no session stream")
+			// Retryable: under a reconnect storm a well-behaved client
+			// can be this slow; it should come back, not give up.
+			c.fail(nil, wire.CodeTimeout, "no session stream within the hello timeout")
 		}
 		return
 	}
@@ -366,6 +368,14 @@ func (c *conn) serveRequest(st *quic.Stream) {
 	frame, err := wire.ReadFrame(st, cfg.MaxFrameSize, (*bufp)[:0])
 	if frame != nil {
 		*bufp = frame[:0]
+	}
+	var se *quic.StreamError
+	if errors.As(err, &se) && se.Remote {
+		// The client abandoned the request (timed out, moved, closing):
+		// nobody reads an answer.
+		st.CancelWrite(quic.StreamErrorCode(wire.CodeOK))
+		c.s.m.Add(MetricRequests, "abandoned", 1)
+		return
 	}
 	var req wire.Request
 	if err == nil {

@@ -6,7 +6,7 @@ import "github.com/ternhq/tern/core"
 const (
 	MetricConnections    = "edge_connections"              // gauge
 	MetricHandshakes     = "edge_hellos_total"             // label result: ok or a code name
-	MetricRequests       = "edge_requests_total"           // label kind: send, send_batch, sync, ack, group, block, push, unknown
+	MetricRequests       = "edge_requests_total"           // label kind: send, send_batch, sync, ack, group, block, push, unknown, invalid, abandoned
 	MetricRequestErrors  = "edge_request_errors_total"     // label code
 	MetricRequestSeconds = "edge_request_seconds"          // histogram
 	MetricNotifiesSent   = "edge_notifies_sent_total"      // Notify frames written

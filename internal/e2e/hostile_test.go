@@ -218,7 +218,7 @@ func TestHostileSessions(t *testing.T) {
 		}, wire.CodeProtocolViolation},
 		{"truncated hello", func(c *rawclient.Conn) { c.Session.Write([]byte{0x20, 0x0a}); c.Session.Close() }, wire.CodeMalformed},
 		// Opening no stream at all: nothing reaches the server.
-		{"no session stream", func(c *rawclient.Conn) {}, wire.CodeProtocolViolation},
+		{"no session stream", func(c *rawclient.Conn) {}, wire.CodeTimeout},
 		{"half a hello, then silence", func(c *rawclient.Conn) { c.Session.Write([]byte{0x20, 0x0a}) }, wire.CodeTimeout},
 	}
 	for _, tt := range sessions {
