@@ -38,18 +38,23 @@ type conn struct {
 	notifySeq atomic.Uint64               // newest head the backend reported
 	known     atomic.Uint64               // highest seq the client has been sent or reported
 	goaway    atomic.Pointer[wire.GoAway] // a GoAway to write
-	closeWith atomic.Uint32               // after the GoAway, close with this code (0: don't)
+	// goAwayOut is closed once a GoAway is on the session stream (or the
+	// session writer has stopped), for the drain to wait on.
+	goAwayOut  chan struct{}
+	goAwayOnce sync.Once
+	closeWith  atomic.Uint32 // after the GoAway, close with this code (0: don't)
 }
 
 func newConn(s *Server, qc *quic.Conn) *conn {
 	id := s.nextID.Add(1)
 	return &conn{
-		s:     s,
-		qc:    qc,
-		ctx:   qc.Context(),
-		log:   s.log.With("conn", id, "remote", qc.RemoteAddr().String()),
-		ready: make(chan struct{}),
-		wake:  make(chan struct{}, 1),
+		s:         s,
+		qc:        qc,
+		ctx:       qc.Context(),
+		log:       s.log.With("conn", id, "remote", qc.RemoteAddr().String()),
+		ready:     make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		goAwayOut: make(chan struct{}),
 	}
 }
 
@@ -91,6 +96,8 @@ func (c *conn) goAway(code wire.Code, msg string, reconnectAfter time.Duration) 
 	default:
 	}
 }
+
+func (c *conn) goAwayWritten() { c.goAwayOnce.Do(func() { close(c.goAwayOut) }) }
 
 func (c *conn) close(code wire.Code, msg string) {
 	c.qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
@@ -247,6 +254,7 @@ func (c *conn) hello(st *quic.Stream) (*wire.Welcome, bool) {
 // connection ends. Notifies are coalesced: only the newest head is written,
 // and none the client already has.
 func (c *conn) writeSession(st *quic.Stream, welcome *wire.Welcome) {
+	defer c.goAwayWritten()
 	buf := make([]byte, 0, 64)
 	write := func(m *wire.SessionDown) bool {
 		var err error
@@ -278,6 +286,7 @@ func (c *conn) writeSession(st *quic.Stream, welcome *wire.Welcome) {
 			if !write(&wire.SessionDown{Msg: &wire.SessionDown_GoAway{GoAway: ga}}) {
 				return
 			}
+			c.goAwayWritten()
 			if code := wire.Code(c.closeWith.Load()); code != 0 {
 				c.s.m.Add(MetricClosed, code.String(), 1)
 				c.close(code, ga.GetMessage())

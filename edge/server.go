@@ -121,17 +121,35 @@ func (s *Server) ServeConn(qc *quic.Conn) {
 	c.run()
 }
 
+// goAwayWait bounds how long Shutdown waits for the GoAways to be written.
+const goAwayWait = time.Second
+
 // Shutdown drains the server: it stops accepting, sends every session a
 // GoAway(SHUTTING_DOWN) with a reconnect delay jittered over
-// Config.GoAwayJitter, waits for requests in flight to finish (bounded by
-// ctx), then closes every connection and waits for their goroutines.
+// Config.GoAwayJitter, waits until the GoAways are written and the requests
+// in flight have finished (bounded by ctx), lets the clients read them for
+// a moment, then closes every connection and waits for their goroutines.
 // It returns ctx's error when the drain was cut short.
 func (s *Server) Shutdown(ctx context.Context) error {
 	conns := s.beginDrain()
 	for _, c := range conns {
 		c.goAway(wire.CodeShuttingDown, "server is shutting down", time.Duration(rand.Int64N(int64(s.cfg.GoAwayJitter)+1)))
 	}
+	// Every session gets its GoAway on the wire before its connection is
+	// closed (connections still without a session are not waited for
+	// beyond goAwayWait).
 	var err error
+	wait := time.NewTimer(goAwayWait)
+	defer wait.Stop()
+	for _, c := range conns {
+		select {
+		case <-c.goAwayOut:
+		case <-c.ctx.Done():
+		case <-wait.C:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for s.inflight.Load() > 0 && err == nil {
@@ -140,6 +158,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
+	}
+	// Give the clients a moment to read the GoAway and leave by themselves.
+	linger := time.NewTimer(failLinger)
+	defer linger.Stop()
+	select {
+	case <-linger.C:
+	case <-ctx.Done():
 	}
 	s.closeAll(wire.CodeShuttingDown, "server shut down")
 	done := make(chan struct{})
