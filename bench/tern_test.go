@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"runtime"
 	"strings"
 	"testing"
@@ -166,7 +167,12 @@ func TestConnectionsTern(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Errorf("worker: %v", err)
 	}
-	checkResult(t, res, "connections", "heap_per_conn_kib", "goroutines_per_conn")
+	checkResult(t, res, "connections", "goroutines_per_conn")
+	// 40 connections' worth of heap is within what one GC frees: the figure
+	// must be there, but its sign is up to the collector.
+	if f, ok := res.Figure("heap_per_conn_kib"); !ok || math.IsNaN(f.Value) || math.IsInf(f.Value, 0) {
+		t.Errorf("heap_per_conn_kib = %v (present %v)", f.Value, ok)
+	}
 	if f, _ := res.Figure("connections"); f.Value != 40 {
 		t.Errorf("%v connections, want 40", f.Value)
 	}
