@@ -157,10 +157,8 @@ func noting(batch []*queuedSend, attempt attemptFunc) attemptFunc {
 func (b *batcher) send(batch []*queuedSend) {
 	ctx, done := b.batchContext(batch)
 	defer done()
-	o := callOpts{name: "send", retries: &b.c.stats.sendRetries}
 	if len(batch) == 1 {
-		resp, err := b.c.call(ctx, o, noting(batch, plain(&wire.Request{Req: &wire.Request_Send{Send: batch[0].req}}, true)))
-		batch[0].done <- singleOutcome(resp, err)
+		batch[0].done <- b.c.sendAlone(ctx, noting(batch, plain(sendRequest(batch[0].req), true)))
 		return
 	}
 	sends := make([]*wire.SendRequest, len(batch))
@@ -169,7 +167,7 @@ func (b *batcher) send(batch []*queuedSend) {
 	}
 	req := &wire.Request{Req: &wire.Request_SendBatch{SendBatch: &wire.SendBatchRequest{Sends: sends}}}
 	b.c.stats.sendBatches.Add(1)
-	resp, err := b.c.call(ctx, o, noting(batch, func(ctx context.Context, s *session) (*wire.Response, error) {
+	resp, err := b.c.call(ctx, b.c.sendOpts(), noting(batch, func(ctx context.Context, s *session) (*wire.Response, error) {
 		if s.welcome.GetCapabilityVersion() < 2 {
 			return sendEach(ctx, s, sends)
 		}
@@ -198,7 +196,17 @@ func (b *batcher) send(batch []*queuedSend) {
 	}
 }
 
-func singleOutcome(resp *wire.Response, err error) sendOutcome {
+func sendRequest(sr *wire.SendRequest) *wire.Request {
+	return &wire.Request{Req: &wire.Request_Send{Send: sr}}
+}
+
+func (c *Client) sendOpts() callOpts {
+	return callOpts{name: "send", retries: &c.stats.sendRetries}
+}
+
+// sendAlone runs a send request of its own to its answer.
+func (c *Client) sendAlone(ctx context.Context, attempt attemptFunc) sendOutcome {
+	resp, err := c.call(ctx, c.sendOpts(), attempt)
 	if err != nil {
 		return sendOutcome{err: err}
 	}
@@ -218,7 +226,7 @@ func sendEach(ctx context.Context, s *session, sends []*wire.SendRequest) (*wire
 	var wg sync.WaitGroup
 	for i, sr := range sends {
 		wg.Go(func() {
-			resp, err := s.roundTrip(ctx, &wire.Request{Req: &wire.Request_Send{Send: sr}}, true)
+			resp, err := s.roundTrip(ctx, sendRequest(sr), true)
 			switch {
 			case err != nil:
 				errs[i] = err
@@ -263,9 +271,7 @@ func (c *Client) sendQueued(ctx context.Context, sr *wire.SendRequest) (*wire.Se
 		return nil, callErr("send", context.Cause(ctx), last)
 	}
 	if out.alone {
-		resp, err := c.call(ctx, callOpts{name: "send", retries: &c.stats.sendRetries},
-			plain(&wire.Request{Req: &wire.Request_Send{Send: sr}}, true))
-		out = singleOutcome(resp, err)
+		out = c.sendAlone(ctx, plain(sendRequest(sr), true))
 	}
 	return out.resp, out.err
 }

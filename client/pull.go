@@ -19,12 +19,7 @@ func (c *Client) wakePull() {
 // is skipped when an earlier one already went past seq (the Notify was
 // written while that round's Sync was on its way).
 func (c *Client) wakeNotified(seq uint64) {
-	for {
-		old := c.notified.Load()
-		if seq <= old || c.notified.CompareAndSwap(old, seq) {
-			break
-		}
-	}
+	raise(&c.notified, seq)
 	c.signalPull()
 }
 

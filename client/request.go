@@ -207,10 +207,13 @@ func (c *Client) Ack(ctx context.Context, seq uint64) (uint64, error) {
 	return r.GetAcked(), nil
 }
 
-func (c *Client) noteAcked(seq uint64) {
+func (c *Client) noteAcked(seq uint64) { raise(&c.acked, seq) }
+
+// raise sets a to v when v is higher.
+func raise(a *atomic.Uint64, v uint64) {
 	for {
-		old := c.acked.Load()
-		if seq <= old || c.acked.CompareAndSwap(old, seq) {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
 			return
 		}
 	}

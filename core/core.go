@@ -328,15 +328,25 @@ func (c *Core) syncAck(ctx context.Context, u UserID, d DeviceID, seq Seq, h Hea
 	if seq == 0 {
 		return h.Acked, nil
 	}
-	seq = min(seq, h.Head)
-	cur, err := c.store.Cursor(ctx, u, d)
+	seq, _, moves, err := c.ackMove(ctx, u, d, seq, h)
 	if err != nil {
-		return 0, fmt.Errorf("core: ack: %w", err)
+		return 0, err
 	}
-	if seq > cur || seq > h.Acked {
+	if moves {
 		c.acks.add(u, d, seq)
 	}
 	return max(h.Acked, seq), nil
+}
+
+// ackMove caps seq at the head, reads the device's cursor, and reports
+// whether an ack of seq moves the cursor or the account's acked seq.
+func (c *Core) ackMove(ctx context.Context, u UserID, d DeviceID, seq Seq, h Head) (capped, cur Seq, moves bool, err error) {
+	cur, err = c.store.Cursor(ctx, u, d)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("core: ack: %w", err)
+	}
+	seq = min(seq, h.Head)
+	return seq, cur, seq > cur || seq > h.Acked, nil
 }
 
 // ack records seq for the device when it moves the device's cursor or the
@@ -345,12 +355,11 @@ func (c *Core) ack(ctx context.Context, u UserID, d DeviceID, seq Seq, h Head) (
 	if seq == 0 && c.cfg.AckMode == AckAccount {
 		return h.Acked, nil
 	}
-	cur, err := c.store.Cursor(ctx, u, d)
+	seq, cur, moves, err := c.ackMove(ctx, u, d, seq, h)
 	if err != nil {
-		return 0, fmt.Errorf("core: ack: %w", err)
+		return 0, err
 	}
-	seq = min(seq, h.Head)
-	if seq <= cur && seq <= h.Acked {
+	if !moves {
 		if c.cfg.AckMode == AckDevice {
 			return cur, nil
 		}

@@ -404,10 +404,7 @@ func (c *conn) serveRequest(st *quic.Stream) {
 	}
 	c.s.m.Add(MetricRequests, kind, 1)
 	if e := resp.GetError(); e != nil {
-		c.s.m.Add(MetricRequestErrors, e.ErrorCode().String(), 1)
-		if e.ErrorCode() == wire.CodeInternal {
-			c.log.Error("request failed", "kind", kind, "err", err)
-		}
+		c.noteError(kind, e)
 	}
 	out, err := wire.AppendFrame((*bufp)[:0], &resp)
 	if err == nil {
@@ -420,6 +417,14 @@ func (c *conn) serveRequest(st *quic.Stream) {
 	}
 	st.Close()
 	c.s.m.Observe(MetricRequestSeconds, time.Since(start).Seconds())
+}
+
+// noteError counts a request's error by code and logs internal faults.
+func (c *conn) noteError(kind string, e *wire.Error) {
+	c.s.m.Add(MetricRequestErrors, e.ErrorCode().String(), 1)
+	if e.ErrorCode() == wire.CodeInternal {
+		c.log.Error("request failed", "kind", kind, "err", e.GetMessage())
+	}
 }
 
 // send hands one send to the backend.
@@ -454,10 +459,7 @@ func (c *conn) sendBatch(ctx context.Context, sends []*wire.SendRequest) ([]*wir
 		if err != nil {
 			we := toWireError(err)
 			results[i] = &wire.SendResult{Result: &wire.SendResult_Error{Error: we}}
-			c.s.m.Add(MetricRequestErrors, we.ErrorCode().String(), 1)
-			if we.ErrorCode() == wire.CodeInternal {
-				c.log.Error("batched send failed", "err", err)
-			}
+			c.noteError("send_batch", we)
 			return
 		}
 		results[i] = &wire.SendResult{Result: &wire.SendResult_Ok{Ok: ok}}

@@ -160,11 +160,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	// Give the clients a moment to read the GoAway and leave by themselves.
-	linger := time.NewTimer(failLinger)
-	defer linger.Stop()
-	select {
-	case <-linger.C:
-	case <-ctx.Done():
+	if len(conns) > 0 {
+		linger := time.NewTimer(failLinger)
+		defer linger.Stop()
+		select {
+		case <-linger.C:
+		case <-ctx.Done():
+		}
 	}
 	s.closeAll(wire.CodeShuttingDown, "server shut down")
 	done := make(chan struct{})
