@@ -100,26 +100,34 @@ func (c *Client) useTransport(tr *quic.Transport) bool {
 	return true
 }
 
-// pathWatch tells how long a connection has gone without receiving anything
-// while it had sent something.
+// pathWatch tells how long the connection has gone without receiving
+// anything since it sent something that is owed an answer.
 type pathWatch struct {
-	received   uint64    // packets received at the last change
-	sent       uint64    // packets sent when received last changed
-	receivedAt time.Time // when received last changed
+	received uint64    // packets received at the last observation
+	sent     uint64    // packets sent at the last observation
+	owedAt   time.Time // first observation that saw packets sent since the last receipt; zero: none owed
 }
 
 // observe takes the connection's counters at now and returns how long the
-// path has been silent although packets went out: 0 while packets arrive or
-// nothing was sent since the last one did.
+// path has been silent although packets went out: from the first
+// observation that saw a packet sent after the last one received (not from
+// the last receipt: an idle connection's keepalive, sent after a long quiet
+// spell, is owed its answer only from when it went out) until now; 0 while
+// packets arrive or nothing is owed.
 func (w *pathWatch) observe(st quic.ConnectionStats, now time.Time) time.Duration {
-	if w.receivedAt.IsZero() || st.PacketsReceived != w.received {
-		w.received, w.sent, w.receivedAt = st.PacketsReceived, st.PacketsSent, now
+	received, sent := st.PacketsReceived, st.PacketsSent
+	defer func() { w.received, w.sent = received, sent }()
+	if received != w.received {
+		w.owedAt = time.Time{}
 		return 0
 	}
-	if st.PacketsSent == w.sent {
-		return 0 // idle: nothing is owed an answer
+	if w.owedAt.IsZero() {
+		if sent != w.sent {
+			w.owedAt = now
+		}
+		return 0
 	}
-	return now.Sub(w.receivedAt)
+	return now.Sub(w.owedAt)
 }
 
 // recoverPath handles a path that stopped answering: it moves the connection
