@@ -18,11 +18,13 @@ import (
 
 // conn is one client connection and, once its Hello is accepted, its session.
 //
-// Goroutines: run (owned by ServeConn) reads the Hello, then writes the
-// session stream (Welcome, Notify, GoAway); readSession reads the session
-// stream; acceptRequests accepts request streams and starts one serveRequest
-// per stream. All of them end when the QUIC connection's context ends; run
-// waits for readSession and acceptRequests, the server counts requests.
+// Goroutines: run (owned by ServeConn) reads the Hello, writes the Welcome
+// and then reads the session stream; acceptRequests accepts request streams
+// and starts one serveRequest per stream; a flush goroutine writes Notifies
+// and GoAways on the session stream, started when there is something to
+// write and gone when there is not (an idle connection has none). All of
+// them end when the QUIC connection's context ends; run waits for
+// acceptRequests and the flush, the server counts requests.
 type conn struct {
 	s   *Server
 	qc  *quic.Conn
@@ -33,8 +35,17 @@ type conn struct {
 	id    Identity      // set before ready is closed
 	sess  core.Session  // set before ready is closed
 
-	// Session stream writer state.
-	wake      chan struct{}               // cap 1: something to write
+	// Session stream writer state. wmu guards open, stopped, flushing and
+	// dirty; st, wbuf and sent belong to the one flush running.
+	wmu       sync.Mutex
+	open      bool // the Welcome is written: flushes may run
+	stopped   bool // run is returning: no more flushes
+	flushing  bool // a flush goroutine is running
+	dirty     bool // something to write since the flush last looked
+	flushes   sync.WaitGroup
+	st        *quic.Stream
+	wbuf      []byte
+	sent      uint64                      // newest head written in a Notify (or the Welcome)
 	notifySeq atomic.Uint64               // newest head the backend reported
 	known     atomic.Uint64               // highest seq the client has been sent or reported
 	goaway    atomic.Pointer[wire.GoAway] // a GoAway to write
@@ -53,7 +64,6 @@ func newConn(s *Server, qc *quic.Conn) *conn {
 		ctx:       qc.Context(),
 		log:       s.log.With("conn", id, "remote", qc.RemoteAddr().String()),
 		ready:     make(chan struct{}),
-		wake:      make(chan struct{}, 1),
 		goAwayOut: make(chan struct{}),
 	}
 }
@@ -71,11 +81,112 @@ func (c *conn) Notify(head core.Seq) {
 			break
 		}
 	}
-	select {
-	case c.wake <- struct{}{}:
-	default:
+	if !c.kick() {
 		c.s.m.Add(MetricNotifiesMerged, "", 1)
 	}
+}
+
+// kick makes a flush write what is pending, starting one unless one is
+// already running (then it reports false: the running one will see it).
+func (c *conn) kick() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.dirty = true
+	if c.flushing || !c.open || c.stopped {
+		return !c.flushing
+	}
+	c.flushing = true
+	c.flushes.Add(1)
+	go c.flush()
+	return true
+}
+
+// startFlushes lets flushes write on c.st, after the Welcome (which
+// announced head welcomed), and runs one for what arrived before it.
+func (c *conn) startFlushes(welcomed uint64) {
+	c.wmu.Lock()
+	c.sent, c.open = welcomed, true
+	c.wmu.Unlock()
+	c.kick()
+}
+
+// stopFlushes stops flushes and waits for the running one. The drain stops
+// waiting for this connection's GoAway.
+func (c *conn) stopFlushes() {
+	c.wmu.Lock()
+	c.stopped = true
+	c.wmu.Unlock()
+	c.flushes.Wait()
+	c.goAwayWritten()
+}
+
+// flush writes the pending GoAway and Notify, until nothing more is
+// pending.
+func (c *conn) flush() {
+	defer c.flushes.Done()
+	for {
+		c.wmu.Lock()
+		if !c.dirty || c.stopped {
+			c.flushing = false
+			c.wmu.Unlock()
+			return
+		}
+		c.dirty = false
+		c.wmu.Unlock()
+		if !c.writePending() {
+			c.wmu.Lock()
+			c.flushing = false
+			c.wmu.Unlock()
+			return
+		}
+	}
+}
+
+// writePending writes the GoAway, if one is pending, and a Notify when the
+// newest head is news to the client: notifies are coalesced, only the newest
+// head is written, and none the client already has. It reports false when
+// the session is over.
+func (c *conn) writePending() bool {
+	if ga := c.goaway.Swap(nil); ga != nil {
+		if !c.writeDown(&wire.SessionDown{Msg: &wire.SessionDown_GoAway{GoAway: ga}}) {
+			return false
+		}
+		c.goAwayWritten()
+		if code := wire.Code(c.closeWith.Load()); code != 0 {
+			c.s.m.Add(MetricClosed, code.String(), 1)
+			c.close(code, ga.GetMessage())
+			return false
+		}
+	}
+	if seq := c.notifySeq.Load(); seq > c.sent && seq > c.known.Load() {
+		if !c.writeDown(&wire.SessionDown{Msg: &wire.SessionDown_Notify{Notify: &wire.Notify{Seq: seq}}}) {
+			return false
+		}
+		c.sent = seq
+		c.s.m.Add(MetricNotifiesSent, "", 1)
+	}
+	return true
+}
+
+// writeDown writes one session frame; on failure it closes the connection.
+func (c *conn) writeDown(m *wire.SessionDown) bool {
+	var err error
+	c.wbuf, err = wire.AppendFrame(c.wbuf[:0], m)
+	if err == nil {
+		c.st.SetWriteDeadline(time.Now().Add(c.s.cfg.RequestTimeout))
+		_, err = c.st.Write(c.wbuf)
+	}
+	if cap(c.wbuf) > 256 {
+		c.wbuf = nil // a Welcome or a long GoAway message; idle conns keep little
+	}
+	if err != nil {
+		if c.ctx.Err() == nil {
+			c.log.Debug("session write failed", "err", err)
+			c.close(wire.CodeUnavailable, "session stream write failed")
+		}
+		return false
+	}
+	return true
 }
 
 // Replaced implements core.Sink: a newer session of the device took over.
@@ -91,10 +202,7 @@ func (c *conn) goAway(code wire.Code, msg string, reconnectAfter time.Duration) 
 		c.closeWith.Store(uint32(code))
 	}
 	c.goaway.Store(&wire.GoAway{Code: uint32(code), Message: msg, ReconnectAfterMs: wire.Millis(reconnectAfter)})
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	c.kick()
 }
 
 func (c *conn) goAwayWritten() { c.goAwayOnce.Do(func() { close(c.goAwayOut) }) }
@@ -170,12 +278,14 @@ func (c *conn) run() {
 	}
 	defer c.sess.Detach()
 	close(c.ready)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.readSession(st)
-	}()
-	c.writeSession(st, welcome)
+	c.st = st
+	if !c.writeDown(&wire.SessionDown{Msg: &wire.SessionDown_Welcome{Welcome: welcome}}) {
+		c.goAwayWritten()
+		return
+	}
+	c.startFlushes(welcome.SeqSvr)
+	defer c.stopFlushes()
+	c.readSession(st)
 }
 
 // hello reads and checks the Hello, attaches the session and writes the
@@ -248,59 +358,6 @@ func (c *conn) hello(st *quic.Stream) (*wire.Welcome, bool) {
 		Device:            string(id.Device),
 		Floor:             uint64(w.Floor),
 	}, true
-}
-
-// writeSession writes the Welcome and then notifies and GoAways until the
-// connection ends. Notifies are coalesced: only the newest head is written,
-// and none the client already has.
-func (c *conn) writeSession(st *quic.Stream, welcome *wire.Welcome) {
-	defer c.goAwayWritten()
-	buf := make([]byte, 0, 64)
-	write := func(m *wire.SessionDown) bool {
-		var err error
-		buf, err = wire.AppendFrame(buf[:0], m)
-		if err == nil {
-			st.SetWriteDeadline(time.Now().Add(c.s.cfg.RequestTimeout))
-			_, err = st.Write(buf)
-		}
-		if err != nil {
-			if c.ctx.Err() == nil {
-				c.log.Debug("session write failed", "err", err)
-				c.close(wire.CodeUnavailable, "session stream write failed")
-			}
-			return false
-		}
-		return true
-	}
-	if !write(&wire.SessionDown{Msg: &wire.SessionDown_Welcome{Welcome: welcome}}) {
-		return
-	}
-	sent := welcome.SeqSvr
-	for {
-		select {
-		case <-c.wake:
-		case <-c.ctx.Done():
-			return
-		}
-		if ga := c.goaway.Swap(nil); ga != nil {
-			if !write(&wire.SessionDown{Msg: &wire.SessionDown_GoAway{GoAway: ga}}) {
-				return
-			}
-			c.goAwayWritten()
-			if code := wire.Code(c.closeWith.Load()); code != 0 {
-				c.s.m.Add(MetricClosed, code.String(), 1)
-				c.close(code, ga.GetMessage())
-				return
-			}
-		}
-		if seq := c.notifySeq.Load(); seq > sent && seq > c.known.Load() {
-			if !write(&wire.SessionDown{Msg: &wire.SessionDown_Notify{Notify: &wire.Notify{Seq: seq}}}) {
-				return
-			}
-			sent = seq
-			c.s.m.Add(MetricNotifiesSent, "", 1)
-		}
-	}
 }
 
 // readSession reads the client's session frames after the Hello.
@@ -379,9 +436,9 @@ func (c *conn) serveRequest(st *quic.Stream) {
 		*bufp = frame[:0]
 	}
 	var se *quic.StreamError
-	if errors.As(err, &se) && se.Remote {
-		// The client abandoned the request (timed out, moved, closing):
-		// nobody reads an answer.
+	if err != nil && (errors.As(err, &se) && se.Remote || c.qc.Context().Err() != nil) {
+		// The client abandoned the request (timed out, moved, closing) or
+		// the connection is gone: nobody reads an answer.
 		st.CancelWrite(quic.StreamErrorCode(wire.CodeOK))
 		c.s.m.Add(MetricRequests, "abandoned", 1)
 		return
