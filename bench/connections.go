@@ -32,6 +32,12 @@ type ConnectionsConfig struct {
 	// Metrics samples the server process (required): it must run in
 	// another process than the clients, or its figures would count them.
 	Metrics ServerMetrics `json:"-"`
+	// GC, when set, makes the server collect garbage (see PprofGC); a last
+	// sample is then taken after it: what the idle connections hold once
+	// the runtime has collected the ramp's garbage, as an idle server's
+	// periodic forced GC (every 2 minutes) does anyway. Nil: no such
+	// sample.
+	GC func(ctx context.Context) error `json:"-"`
 	// Workers hold shares of the connections in other processes (a
 	// process can only open RLIMIT_NOFILE sockets; see MaxConnsPerProcess).
 	// This process and each worker get an equal share.
@@ -55,8 +61,9 @@ func (c *ConnectionsConfig) defaults() {
 }
 
 // MaxConnsPerProcess is how many client connections this process can hold:
-// each client has its own UDP socket, bounded by RLIMIT_NOFILE (which Go
-// raises to the hard limit at start), less a margin for everything else.
+// each client has its own UDP socket, two while it moves to a fresh one
+// (a path that went silent), bounded by RLIMIT_NOFILE (which Go raises to
+// the hard limit at start), less a margin for everything else.
 func MaxConnsPerProcess() int {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
@@ -67,7 +74,7 @@ func MaxConnsPerProcess() int {
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
 		syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
-	return max(int(rl.Cur)-512, 16)
+	return max((int(rl.Cur)-512)/2, 16)
 }
 
 // share is the receiver range [lo, hi) of process i out of n.
@@ -196,6 +203,23 @@ func Connections(ctx context.Context, t Target, cfg ConnectionsConfig) (*Result,
 	res.add("idle_cpu_ms_per_conn_min", "server CPU per idle connection per minute", cpu*1000/n/idle.Minutes(), "ms")
 	res.add("idle_cpu_cores", "server CPU while idle", cpu/idle.Seconds(), "cores")
 	res.add("server_rss_mib", "server RSS at the end", end["process_resident_memory_bytes"]/(1<<20), "MiB")
+	if cfg.GC != nil {
+		if err := cfg.GC(ctx); err != nil {
+			return nil, fmt.Errorf("connections: server GC: %w", err)
+		}
+		// Let the scavenger return some of the freed pages first.
+		if err := wait(5*time.Second, "after a GC"); err != nil {
+			return nil, err
+		}
+		gc, err := cfg.Metrics(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("connections: %w", err)
+		}
+		res.add("rss_per_conn_gc_kib", "server RSS per connection, 5 s after a GC", perConn(gc, "process_resident_memory_bytes")/1024, "KiB")
+		res.add("heap_per_conn_gc_kib", "server Go heap in use per connection, after a GC", perConn(gc, "go_memstats_heap_inuse_bytes")/1024, "KiB")
+		res.add("live_per_conn_gc_kib", "server live heap objects per connection, after a GC", perConn(gc, "go_memstats_heap_alloc_bytes")/1024, "KiB")
+		res.add("stack_per_conn_kib", "server goroutine stacks per connection", perConn(gc, "go_memstats_stack_inuse_bytes")/1024, "KiB")
+	}
 
 	// Probe: one message to every connection.
 	prog.set(rateStatus(h))

@@ -38,6 +38,29 @@ func Scrape(url string) ServerMetrics {
 	}
 }
 
+// PprofGC returns a ConnectionsConfig.GC for a server that serves Go's
+// profiler at base (tern serve --pprof: "http://HOST:PORT"): fetching a heap
+// profile with gc=1 runs a garbage collection first.
+func PprofGC(base string) func(ctx context.Context) error {
+	hc := &http.Client{Timeout: 60 * time.Second}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/debug/pprof/heap?gc=1", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s (is the profiler on?)", req.URL, resp.Status)
+		}
+		return nil
+	}
+}
+
 // ParseMetrics reads the unlabelled samples of a Prometheus text exposition.
 func ParseMetrics(r io.Reader) (map[string]float64, error) {
 	out := make(map[string]float64)

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,13 @@ type TernConfig struct {
 	Client func(user string, c *client.Config)
 	// Name labels the target; default "tern".
 	Name string
+	// LocalIPs, when set, are the local addresses clients bind, taken in
+	// turn (one per Connect). Default: when Addr is an IPv4 loopback
+	// address, 64 loopback addresses (127.42.0.1–127.42.0.64), since one
+	// address has only the kernel's ephemeral port range (28,232 ports by
+	// default) for every client socket of every process on it; otherwise
+	// none (any address).
+	LocalIPs []string
 }
 
 // Tern is the Target for Tern, driven through the client SDK. Each user
@@ -40,7 +48,8 @@ type Tern struct {
 	cfg     TernConfig
 	addr    string // where clients connect: cfg.Addr, or a proxy for Via
 	users   *sync.Map
-	noEarly *atomic.Bool // SetZeroRTT(false)
+	noEarly *atomic.Bool   // SetZeroRTT(false)
+	next    *atomic.Uint64 // LocalIPs turn
 }
 
 var (
@@ -69,7 +78,27 @@ func NewTern(cfg TernConfig) (*Tern, error) {
 	if cfg.Name == "" {
 		cfg.Name = "tern"
 	}
-	return &Tern{cfg: cfg, addr: cfg.Addr, users: new(sync.Map), noEarly: new(atomic.Bool)}, nil
+	if cfg.LocalIPs == nil {
+		cfg.LocalIPs = loopbackSpread(cfg.Addr)
+	}
+	return &Tern{cfg: cfg, addr: cfg.Addr, users: new(sync.Map), noEarly: new(atomic.Bool), next: new(atomic.Uint64)}, nil
+}
+
+// loopbackSpread is the default TernConfig.LocalIPs for addr.
+func loopbackSpread(addr string) []string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() == nil || !ip.IsLoopback() {
+		return nil
+	}
+	ips := make([]string, 64)
+	for i := range ips {
+		ips[i] = fmt.Sprintf("127.42.0.%d", i+1)
+	}
+	return ips
 }
 
 // Name implements Target.
@@ -92,6 +121,15 @@ func (t *Tern) SetZeroRTT(on bool) { t.noEarly.Store(!on) }
 // Close implements Target; the Tern target holds nothing beyond its conns.
 func (t *Tern) Close() error { return nil }
 
+// localAddr is the next client's local address, "" for any.
+func (t *Tern) localAddr() string {
+	if len(t.cfg.LocalIPs) == 0 {
+		return ""
+	}
+	i := t.next.Add(1) - 1
+	return net.JoinHostPort(t.cfg.LocalIPs[i%uint64(len(t.cfg.LocalIPs))], "0")
+}
+
 func (t *Tern) user(name string) *ternUser {
 	if u, ok := t.users.Load(name); ok {
 		return u.(*ternUser)
@@ -108,10 +146,11 @@ func (t *Tern) Connect(ctx context.Context, user string, deliver func(Delivery))
 	u := t.user(user)
 	tc := t.cfg.TLS.Clone()
 	cfg := client.Config{
-		Addr:     t.addr,
-		TLS:      tc,
-		Platform: wire.Platform_PLATFORM_DESKTOP,
-		SeqStore: u.seq,
+		Addr:      t.addr,
+		TLS:       tc,
+		Platform:  wire.Platform_PLATFORM_DESKTOP,
+		LocalAddr: t.localAddr(),
+		SeqStore:  u.seq,
 		TokenFunc: func(context.Context) (string, error) {
 			return t.cfg.Token(user)
 		},

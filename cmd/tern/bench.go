@@ -224,7 +224,8 @@ type benchServer struct {
 	target  *bench.Tern
 	where   string
 	metrics bench.ServerMetrics
-	addr    string // for workers
+	gc      func(context.Context) error // makes the server collect garbage; nil: can't
+	addr    string                      // for workers
 	ca      string
 	data    string
 	close   func()
@@ -294,7 +295,7 @@ func latencyConfig(f *benchFlags, progress io.Writer) bench.LatencyConfig {
 
 func connectionsRun(ctx context.Context, srv *benchServer, f *benchFlags, progress, stderr io.Writer) (*bench.Result, error) {
 	cfg := bench.ConnectionsConfig{
-		Conns: f.conns, Ramp: f.ramp, Idle: bench.Duration(f.idle), Metrics: srv.metrics, Progress: progress,
+		Conns: f.conns, Ramp: f.ramp, Idle: bench.Duration(f.idle), Metrics: srv.metrics, GC: srv.gc, Progress: progress,
 	}
 	n := cfg.Conns
 	if n <= 0 {
@@ -417,7 +418,7 @@ func childServer(ctx context.Context, stderr io.Writer) (*benchServer, error) {
 	readyFile := filepath.Join(dir, "ready.json")
 	data := filepath.Join(dir, "data")
 	cmd := exec.Command(exe, "serve", "--data", data, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-		"--ready-file", readyFile, "--send-rate", "-1", "--log-level", "warn", "--drain-timeout", "2s")
+		"--ready-file", readyFile, "--send-rate", "-1", "--log-level", "warn", "--drain-timeout", "2s", "--pprof")
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
@@ -462,6 +463,7 @@ func childServer(ctx context.Context, stderr io.Writer) (*benchServer, error) {
 	}
 	srv.where = fmt.Sprintf("child process (tern serve, pid %d)", rd.PID)
 	srv.metrics = bench.Scrape("http://" + rd.HTTP + "/metrics")
+	srv.gc = bench.PprofGC("http://" + rd.HTTP)
 	srv.close = stop
 	return srv, nil
 }
