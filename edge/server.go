@@ -78,6 +78,26 @@ func (s *Server) Serve(ln ConnListener) error {
 		delete(s.listeners, ln)
 		s.mu.Unlock()
 	}()
+	// quic-go refuses a connection whose handshake is done while its accept
+	// queue (32) is full. Under a reconnect storm one accepting goroutine
+	// waits too long for the CPU between two accepts; several wait at once,
+	// and a handshake done is handed straight to one of them.
+	errs := make(chan error, acceptors)
+	for range acceptors {
+		go func() { errs <- s.accept(ln) }()
+	}
+	err := <-errs
+	for range acceptors - 1 {
+		<-errs
+	}
+	return err
+}
+
+// acceptors is how many goroutines accept from each listener.
+const acceptors = 16
+
+// accept accepts connections from ln until it fails.
+func (s *Server) accept(ln ConnListener) error {
 	for {
 		qc, err := ln.Accept(context.Background())
 		if err != nil {
