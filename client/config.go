@@ -99,8 +99,8 @@ type Config struct {
 	// server's default.
 	SyncLimit int
 	// DeadPathTimeout declares the network path dead when the connection
-	// has sent packets (a request, a keepalive) but received nothing for
-	// this long. The client then moves the connection to a fresh socket (a
+	// has received nothing for this long since it sent a packet (a request,
+	// a keepalive) that is owed an answer. The client then moves the connection to a fresh socket (a
 	// new NAT mapping) and, when that path cannot be validated either,
 	// reconnects. Default 8s; negative disables the check (the connection
 	// then lives until QUIC's idle timeout).
