@@ -368,10 +368,11 @@ func (c *conn) readSession(st *quic.Stream) {
 		var err error
 		buf, err = wire.ReadMessage(st, c.s.cfg.MaxFrameSize, buf, &up)
 		if err != nil {
-			if c.ctx.Err() != nil {
+			if c.ctx.Err() != nil || connGone(err) {
 				return
 			}
-			if errors.Is(err, io.EOF) {
+			var se *quic.StreamError
+			if errors.Is(err, io.EOF) || errors.As(err, &se) && se.Remote {
 				c.s.m.Add(MetricClosed, "client_closed_session", 1)
 				c.close(wire.CodeOK, "session stream closed")
 				return
@@ -400,6 +401,20 @@ func (c *conn) acceptRequests() {
 		c.s.inflight.Add(1)
 		go c.serveRequest(st)
 	}
+}
+
+// connGone reports whether err, from a stream read, says that the whole
+// connection is over (closed by either side, timed out, reset): the
+// stream's reader sees that before the connection's context is done.
+func connGone(err error) bool {
+	var (
+		ae *quic.ApplicationError
+		te *quic.TransportError
+		it *quic.IdleTimeoutError
+		ht *quic.HandshakeTimeoutError
+		sr *quic.StatelessResetError
+	)
+	return errors.As(err, &ae) || errors.As(err, &te) || errors.As(err, &it) || errors.As(err, &ht) || errors.As(err, &sr)
 }
 
 // readErrorCode maps an error reading a frame to the code the client gets.
@@ -436,7 +451,7 @@ func (c *conn) serveRequest(st *quic.Stream) {
 		*bufp = frame[:0]
 	}
 	var se *quic.StreamError
-	if err != nil && (errors.As(err, &se) && se.Remote || c.qc.Context().Err() != nil) {
+	if err != nil && (errors.As(err, &se) && se.Remote || connGone(err) || c.ctx.Err() != nil) {
 		// The client abandoned the request (timed out, moved, closing) or
 		// the connection is gone: nobody reads an answer.
 		st.CancelWrite(quic.StreamErrorCode(wire.CodeOK))
