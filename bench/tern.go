@@ -208,6 +208,7 @@ func (c *ternConn) Stats() map[string]uint64 {
 		"handshakes_full": s.Handshakes, "handshakes_resumed": s.Resumed, "zero_rtt": s.Used0RTT, "zero_rtt_rejected": s.Rejected0RTT,
 		"disconnects": s.Disconnects, "goaways": s.GoAways,
 		"notifies": s.Notifies, "syncs": s.Syncs, "resyncs": s.Resyncs, "acks": s.Acks,
+		"inline": s.Inline, "stale_notifies": s.StaleNotifies,
 		"sends": s.Sends, "send_retries": s.SendRetries,
 		"migrations": s.Migrations, "migration_failures": s.MigrationFailures, "dead_paths": s.DeadPaths,
 	}

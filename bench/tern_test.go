@@ -125,8 +125,10 @@ func TestMobileTern(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkResult(t, res, "latency_p50_ms", "migrations")
-	if f, _ := res.Figure("latency_p50_ms"); f.Value < 20 {
-		t.Errorf("p50 %.1f ms through a 20 ms RTT proxy", f.Value)
+	// Every delivery crosses the proxy at least one way (a Notify carrying
+	// the message inline): half the round trip.
+	if f, _ := res.Figure("latency_p50_ms"); f.Value < 10 {
+		t.Errorf("p50 %.1f ms through a 20 ms RTT proxy (10 ms each way)", f.Value)
 	}
 }
 

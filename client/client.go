@@ -70,8 +70,9 @@ type Client struct {
 	wake    chan struct{} // cap 1: asks the pull loop for a round
 	batch   *batcher      // packs concurrent sends into requests
 	pullMu  sync.Mutex
-	waiters []chan error // Sync calls waiting for the next complete round
-	msgs    chan Message // nil when Config.OnMessage is set
+	waiters []chan error  // Sync calls waiting for the next complete round
+	offered []*wire.Entry // entries a Notify carried, contiguous, for the pull loop
+	msgs    chan Message  // nil when Config.OnMessage is set
 
 	eventMu   sync.Mutex
 	migrateMu sync.Mutex
@@ -834,6 +835,7 @@ func (c *Client) readSession(s *session) {
 		case *wire.SessionDown_Notify:
 			c.stats.notifies.Add(1)
 			if seq := m.Notify.GetSeq(); seq > c.local.Load() {
+				c.offerInline(m.Notify.GetEntries())
 				c.wakeNotified(seq)
 			}
 		case *wire.SessionDown_GoAway:

@@ -23,6 +23,49 @@ func (c *Client) wakeNotified(seq uint64) {
 	c.signalPull()
 }
 
+// offerInline hands the entries a Notify carried to the pull loop. They
+// extend what is already offered when they continue it, else replace it.
+func (c *Client) offerInline(es []*wire.Entry) {
+	if len(es) == 0 {
+		return
+	}
+	for i := 1; i < len(es); i++ {
+		if es[i].GetSeq() != es[i-1].GetSeq()+1 {
+			return // not what the protocol promises: pull instead
+		}
+	}
+	c.pullMu.Lock()
+	defer c.pullMu.Unlock()
+	if n := len(c.offered); n > 0 {
+		last := c.offered[n-1].GetSeq()
+		if first := es[0].GetSeq(); first <= last+1 && first >= c.offered[0].GetSeq() {
+			if es[len(es)-1].GetSeq() > last {
+				c.offered = append(c.offered, es[last+1-first:]...)
+			}
+			return
+		}
+	}
+	c.offered = es
+}
+
+// takeInline hands the app the offered entries when they continue the local
+// seq, as a Sync page would, and reports whether it did.
+func (c *Client) takeInline(ctx context.Context) (bool, error) {
+	c.pullMu.Lock()
+	es := c.offered
+	c.offered = nil
+	c.pullMu.Unlock()
+	local := c.local.Load()
+	if len(es) == 0 || es[0].GetSeq() > local+1 || es[len(es)-1].GetSeq() <= local {
+		return false, nil
+	}
+	if err := c.applyPage(ctx, &wire.SyncResponse{Entries: es}); err != nil {
+		return false, err
+	}
+	c.stats.inline.Add(es[len(es)-1].GetSeq() - local)
+	return true, nil
+}
+
 func (c *Client) signalPull() {
 	select {
 	case c.wake <- struct{}{}:
@@ -65,11 +108,22 @@ func (c *Client) pullLoop() {
 	ackTimer := time.NewTimer(time.Hour)
 	ackTimer.Stop()
 	defer ackTimer.Stop()
+	// armAck acknowledges what was handed over ackDelay from now, unless an
+	// acknowledgement is already due sooner (a steady stream must not put
+	// it off forever: inline entries are acknowledged by nothing else).
+	armed := false
+	armAck := func() {
+		if !armed && c.saved.Load() > c.acked.Load() {
+			ackTimer.Reset(ackDelay)
+			armed = true
+		}
+	}
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-ackTimer.C:
+			armed = false
 			c.ackCaughtUp(c.ctx)
 			continue
 		case <-c.wake:
@@ -78,20 +132,27 @@ func (c *Client) pullLoop() {
 		waiters := c.waiters
 		c.waiters = nil
 		c.pullMu.Unlock()
-		if !c.forced.Swap(false) && len(waiters) == 0 && c.notified.Load() <= c.local.Load() {
-			c.stats.staleWakes.Add(1)
+		took, err := c.takeInline(c.ctx)
+		if err != nil {
+			c.log.Warn("inline entries not applied", "seq", c.local.Load(), "err", err)
+		}
+		forced := c.forced.Swap(false)
+		if !forced && len(waiters) == 0 && c.notified.Load() <= c.local.Load() {
+			if took {
+				armAck()
+			} else {
+				c.stats.staleWakes.Add(1)
+			}
 			continue
 		}
-		err := c.pull(c.ctx)
+		err = c.pull(c.ctx)
 		if err == nil && len(waiters) > 0 {
 			err = c.ackCaughtUp(c.ctx)
 		}
 		if err != nil && c.ctx.Err() == nil {
 			c.log.Warn("pull failed", "seq", c.local.Load(), "err", err)
 		}
-		if c.saved.Load() > c.acked.Load() {
-			ackTimer.Reset(ackDelay)
-		}
+		armAck()
 		for _, w := range waiters {
 			w <- err
 		}

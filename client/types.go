@@ -190,6 +190,9 @@ type Stats struct {
 	// StaleNotifies counts Notifies that needed no pull: an earlier pull
 	// had already fetched what they announced.
 	StaleNotifies uint64
+	// Inline counts messages taken from Notify frames (capability 3)
+	// without a pull.
+	Inline uint64
 }
 
 type counters struct {
@@ -198,7 +201,7 @@ type counters struct {
 	disconnects, goAways                                         atomic.Uint64
 	notifies, syncs, resyncs, messages, acks                     atomic.Uint64
 	sends, sendRetries, sendBatches, migrations, migrationFailed atomic.Uint64
-	deadPaths, staleWakes                                        atomic.Uint64
+	deadPaths, staleWakes, inline                                atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -224,5 +227,6 @@ func (c *counters) snapshot() Stats {
 		MigrationFailures: c.migrationFailed.Load(),
 		DeadPaths:         c.deadPaths.Load(),
 		StaleNotifies:     c.staleWakes.Load(),
+		Inline:            c.inline.Load(),
 	}
 }

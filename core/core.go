@@ -227,7 +227,7 @@ func validateSend(req *SendRequest, maxBody int) error {
 // outbox items to the forwarder.
 func (c *Core) applied(r Result) {
 	for _, g := range r.Grown {
-		c.routes.notify(g.User, g.Head)
+		c.routes.notify(g.User, g.Head, g.Entry)
 		if c.push != nil {
 			c.push.grown(g)
 		}

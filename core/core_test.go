@@ -383,8 +383,12 @@ type recordingSink struct {
 	replaced bool
 }
 
-func (s *recordingSink) Notify(h core.Seq) { s.mu.Lock(); s.heads = append(s.heads, h); s.mu.Unlock() }
-func (s *recordingSink) Replaced()         { s.mu.Lock(); s.replaced = true; s.mu.Unlock() }
+func (s *recordingSink) Notify(h core.Seq, _ *core.Entry) {
+	s.mu.Lock()
+	s.heads = append(s.heads, h)
+	s.mu.Unlock()
+}
+func (s *recordingSink) Replaced() { s.mu.Lock(); s.replaced = true; s.mu.Unlock() }
 func (s *recordingSink) last() core.Seq {
 	s.mu.Lock()
 	defer s.mu.Unlock()

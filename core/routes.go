@@ -15,8 +15,11 @@ import (
 // proxy implements it for a remote edge). Its methods must not block.
 type Sink interface {
 	// Notify says the user's mailbox has grown to head. Only the newest
-	// matters; sinks coalesce.
-	Notify(head Seq)
+	// matters; sinks coalesce. e, when not nil, is the entry at head (the
+	// append that made it), for sinks that pass small entries on; it is
+	// shared and must not be modified. Notifies of one mailbox can arrive
+	// out of order (concurrent appends finish in any order).
+	Notify(head Seq, e *Entry)
 	// Replaced says a newer session of the same device took over; the sink
 	// should tell its client and close.
 	Replaced()
@@ -228,13 +231,14 @@ func (r *routes) detach(s *session) {
 	r.c.m.Set(MetricSessions, float64(n))
 }
 
-// notify tells every live session of u that its mailbox is at head.
-func (r *routes) notify(u UserID, head Seq) {
+// notify tells every live session of u that its mailbox is at head, with
+// the entry at head when known.
+func (r *routes) notify(u UserID, head Seq, e *Entry) {
 	r.mu.RLock()
 	devs := r.users[u]
 	n := 0
 	for _, s := range devs {
-		s.sink.Notify(head)
+		s.sink.Notify(head, e)
 		n++
 	}
 	r.mu.RUnlock()

@@ -30,6 +30,11 @@ type Config struct {
 	// KeepAlive is the keepalive period advertised to clients in Welcome.
 	// Default 15s, below the ~30s UDP mapping timeout of many mobile NATs.
 	KeepAlive time.Duration
+	// InlineBytes bounds the bodies of the new entries a Notify carries
+	// inline to a capability-3 client, in bytes: a device that is caught up
+	// gets small messages without a pull round trip. Default 2048; negative:
+	// Notifies never carry entries.
+	InlineBytes int
 	// GoAwayJitter spreads the reconnect_after_ms of a drain's GoAways over
 	// [0, GoAwayJitter), so that clients do not all come back at once.
 	// Default 5s.
@@ -57,6 +62,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.GoAwayJitter == 0 {
 		c.GoAwayJitter = 5 * time.Second
+	}
+	if c.InlineBytes == 0 {
+		c.InlineBytes = 2048
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

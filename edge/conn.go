@@ -35,8 +35,8 @@ type conn struct {
 	id    Identity      // set before ready is closed
 	sess  core.Session  // set before ready is closed
 
-	// Session stream writer state. wmu guards open, stopped, flushing and
-	// dirty; st, wbuf and sent belong to the one flush running.
+	// Session stream writer state. wmu guards open, stopped, flushing,
+	// dirty, sent and pending; st and wbuf belong to the one flush running.
 	wmu       sync.Mutex
 	open      bool // the Welcome is written: flushes may run
 	stopped   bool // run is returning: no more flushes
@@ -46,6 +46,9 @@ type conn struct {
 	st        *quic.Stream
 	wbuf      []byte
 	sent      uint64                      // newest head written in a Notify (or the Welcome)
+	inline    int                         // bytes of entry bodies a Notify may carry; 0: none (client below capability 3)
+	pending   []*core.Entry               // new entries above sent, for the next Notify; bodies within inline bytes
+	pendingN  int                         // bytes of pending's bodies
 	notifySeq atomic.Uint64               // newest head the backend reported
 	known     atomic.Uint64               // highest seq the client has been sent or reported
 	goaway    atomic.Pointer[wire.GoAway] // a GoAway to write
@@ -71,7 +74,10 @@ func newConn(s *Server, qc *quic.Conn) *conn {
 var _ core.Sink = (*conn)(nil)
 
 // Notify implements core.Sink.
-func (c *conn) Notify(head core.Seq) {
+func (c *conn) Notify(head core.Seq, e *core.Entry) {
+	if e != nil && e.Seq == head {
+		c.keep(e)
+	}
 	for {
 		old := c.notifySeq.Load()
 		if uint64(head) <= old {
@@ -84,6 +90,62 @@ func (c *conn) Notify(head core.Seq) {
 	if !c.kick() {
 		c.s.m.Add(MetricNotifiesMerged, "", 1)
 	}
+}
+
+// keep holds e for the next Notify when the client takes entries inline
+// and e fits. Entries are kept in any order (concurrent appends notify out
+// of order); the oldest go when the bytes would exceed the bound.
+func (c *conn) keep(e *core.Entry) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.inline <= 0 || len(e.Body) > c.inline || uint64(e.Seq) <= c.sent {
+		return
+	}
+	for c.pendingN+len(e.Body) > c.inline && len(c.pending) > 0 {
+		c.pendingN -= len(c.pending[0].Body)
+		c.pending = c.pending[1:]
+	}
+	c.pending = append(c.pending, e)
+	c.pendingN += len(e.Body)
+}
+
+// inlineRun returns the kept entries (after, head] when all of them are
+// kept, in order; nil otherwise. It drops the kept entries at or below head.
+func (c *conn) inlineRun(after, head uint64) []*wire.Entry {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.pending) == 0 {
+		return nil
+	}
+	var run []*wire.Entry
+	if head > after && head-after <= uint64(len(c.pending)) {
+		run = make([]*wire.Entry, head-after)
+		for _, e := range c.pending {
+			if s := uint64(e.Seq); s > after && s <= head {
+				run[s-after-1] = toWireEntry(e)
+			}
+		}
+		for _, w := range run {
+			if w == nil {
+				run = nil
+				break
+			}
+		}
+	}
+	kept := c.pending[:0]
+	c.pendingN = 0
+	for _, e := range c.pending {
+		if uint64(e.Seq) > head {
+			kept = append(kept, e)
+			c.pendingN += len(e.Body)
+		}
+	}
+	clear(c.pending[len(kept):])
+	c.pending = kept
+	if len(kept) == 0 {
+		c.pending = nil
+	}
+	return run
 }
 
 // kick makes a flush write what is pending, starting one unless one is
@@ -158,12 +220,21 @@ func (c *conn) writePending() bool {
 			return false
 		}
 	}
-	if seq := c.notifySeq.Load(); seq > c.sent && seq > c.known.Load() {
-		if !c.writeDown(&wire.SessionDown{Msg: &wire.SessionDown_Notify{Notify: &wire.Notify{Seq: seq}}}) {
+	c.wmu.Lock()
+	sent := c.sent
+	c.wmu.Unlock()
+	if seq := c.notifySeq.Load(); seq > sent && seq > c.known.Load() {
+		n := &wire.Notify{Seq: seq, Entries: c.inlineRun(max(sent, c.known.Load()), seq)}
+		if !c.writeDown(&wire.SessionDown{Msg: &wire.SessionDown_Notify{Notify: n}}) {
 			return false
 		}
+		c.wmu.Lock()
 		c.sent = seq
+		c.wmu.Unlock()
 		c.s.m.Add(MetricNotifiesSent, "", 1)
+		if len(n.Entries) > 0 {
+			c.s.m.Add(MetricNotifyEntries, "", float64(len(n.Entries)))
+		}
 	}
 	return true
 }
@@ -332,6 +403,11 @@ func (c *conn) hello(st *quic.Stream) (*wire.Welcome, bool) {
 		SeqCli:   core.Seq(h.GetSeqCli()),
 		Resume:   h.GetResumeSession(),
 		Push:     toCorePush(h.GetPush()),
+	}
+	if h.GetCapabilityVersion() >= 3 && cfg.InlineBytes > 0 {
+		c.wmu.Lock()
+		c.inline = cfg.InlineBytes // before Attach: notifies may follow at once
+		c.wmu.Unlock()
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, cfg.RequestTimeout)
 	sess, w, err := c.s.backend.Attach(ctx, info, c)

@@ -11,6 +11,7 @@ const (
 	MetricRequestSeconds = "edge_request_seconds"          // histogram
 	MetricNotifiesSent   = "edge_notifies_sent_total"      // Notify frames written
 	MetricNotifiesMerged = "edge_notifies_merged_total"    // notifies coalesced into a later one
+	MetricNotifyEntries  = "edge_notify_entries_total"     // entries carried inline in Notify frames
 	MetricClosed         = "edge_connections_closed_total" // label reason
 	MetricZeroRTT        = "edge_0rtt_connections_total"
 )
@@ -24,6 +25,7 @@ var MetricDescs = []core.MetricDesc{
 	{Name: MetricRequestSeconds, Help: "Time from a request's arrival to its response being written.", Kind: core.Histogram},
 	{Name: MetricNotifiesSent, Help: "Notify frames written to sessions.", Kind: core.Counter},
 	{Name: MetricNotifiesMerged, Help: "Notifies coalesced into a later notify.", Kind: core.Counter},
+	{Name: MetricNotifyEntries, Help: "Mailbox entries carried inline in Notify frames (capability 3).", Kind: core.Counter},
 	{Name: MetricClosed, Help: "Connections closed, by reason.", Kind: core.Counter, Label: "reason"},
 	{Name: MetricZeroRTT, Help: "Connections that used 0-RTT.", Kind: core.Counter},
 }

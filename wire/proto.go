@@ -15,7 +15,8 @@ const ALPN = "tern/1"
 //
 //   - 1: the first version.
 //   - 2: Request.send_batch.
-const CapabilityVersion = 2
+//   - 3: Notify.entries (small new messages inline in the Notify).
+const CapabilityVersion = 3
 
 // MaxSendBatch is the most sends a SendBatchRequest may carry.
 const MaxSendBatch = 64

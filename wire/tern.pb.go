@@ -816,9 +816,17 @@ func (x *Welcome) GetFloor() uint64 {
 }
 
 // Notify says the mailbox has grown to seq. Only the newest one matters.
+//
+// Capability 3: entries, when present, are the mailbox entries up to seq,
+// contiguous and in order, ending at seq (small new messages, inline). A
+// client whose seq is at or above entries[0].seq - 1 takes the entries after
+// its seq as if a Sync had returned them and need not pull; any other client
+// ignores them and pulls. The pull path stays the source of truth: a server
+// may leave entries out at any time.
 type Notify struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Entries       []*Entry               `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -858,6 +866,13 @@ func (x *Notify) GetSeq() uint64 {
 		return x.Seq
 	}
 	return 0
+}
+
+func (x *Notify) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
 }
 
 // AppStateUpdate reports the app moving to the foreground or background.
@@ -2415,9 +2430,10 @@ const file_tern_proto_rawDesc = "" +
 	"\x04user\x18\t \x01(\tR\x04user\x12\x16\n" +
 	"\x06device\x18\n" +
 	" \x01(\tR\x06device\x12\x14\n" +
-	"\x05floor\x18\v \x01(\x04R\x05floor\"\x1a\n" +
+	"\x05floor\x18\v \x01(\x04R\x05floor\"D\n" +
 	"\x06Notify\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"@\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12(\n" +
+	"\aentries\x18\x02 \x03(\v2\x0e.tern.v1.EntryR\aentries\"@\n" +
 	"\x0eAppStateUpdate\x12.\n" +
 	"\tapp_state\x18\x01 \x01(\x0e2\x11.tern.v1.AppStateR\bappState\"d\n" +
 	"\x06GoAway\x12\x12\n" +
@@ -2601,34 +2617,35 @@ var file_tern_proto_depIdxs = []int32{
 	0,  // 9: tern.v1.PushRegistration.platform:type_name -> tern.v1.Platform
 	3,  // 10: tern.v1.PushRegistration.environment:type_name -> tern.v1.PushEnvironment
 	2,  // 11: tern.v1.Welcome.ack_mode:type_name -> tern.v1.AckMode
-	1,  // 12: tern.v1.AppStateUpdate.app_state:type_name -> tern.v1.AppState
-	15, // 13: tern.v1.Request.send:type_name -> tern.v1.SendRequest
-	20, // 14: tern.v1.Request.sync:type_name -> tern.v1.SyncRequest
-	23, // 15: tern.v1.Request.ack:type_name -> tern.v1.AckRequest
-	25, // 16: tern.v1.Request.group:type_name -> tern.v1.GroupRequest
-	27, // 17: tern.v1.Request.block:type_name -> tern.v1.BlockRequest
-	29, // 18: tern.v1.Request.push:type_name -> tern.v1.PushRequest
-	16, // 19: tern.v1.Request.send_batch:type_name -> tern.v1.SendBatchRequest
-	19, // 20: tern.v1.Response.send:type_name -> tern.v1.SendResponse
-	21, // 21: tern.v1.Response.sync:type_name -> tern.v1.SyncResponse
-	24, // 22: tern.v1.Response.ack:type_name -> tern.v1.AckResponse
-	26, // 23: tern.v1.Response.group:type_name -> tern.v1.GroupResponse
-	28, // 24: tern.v1.Response.block:type_name -> tern.v1.BlockResponse
-	30, // 25: tern.v1.Response.push:type_name -> tern.v1.PushResponse
-	17, // 26: tern.v1.Response.send_batch:type_name -> tern.v1.SendBatchResponse
-	31, // 27: tern.v1.Response.error:type_name -> tern.v1.Error
-	15, // 28: tern.v1.SendBatchRequest.sends:type_name -> tern.v1.SendRequest
-	18, // 29: tern.v1.SendBatchResponse.results:type_name -> tern.v1.SendResult
-	19, // 30: tern.v1.SendResult.ok:type_name -> tern.v1.SendResponse
-	31, // 31: tern.v1.SendResult.error:type_name -> tern.v1.Error
-	22, // 32: tern.v1.SyncResponse.entries:type_name -> tern.v1.Entry
-	4,  // 33: tern.v1.GroupRequest.op:type_name -> tern.v1.GroupRequest.Op
-	8,  // 34: tern.v1.PushRequest.registration:type_name -> tern.v1.PushRegistration
-	35, // [35:35] is the sub-list for method output_type
-	35, // [35:35] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	22, // 12: tern.v1.Notify.entries:type_name -> tern.v1.Entry
+	1,  // 13: tern.v1.AppStateUpdate.app_state:type_name -> tern.v1.AppState
+	15, // 14: tern.v1.Request.send:type_name -> tern.v1.SendRequest
+	20, // 15: tern.v1.Request.sync:type_name -> tern.v1.SyncRequest
+	23, // 16: tern.v1.Request.ack:type_name -> tern.v1.AckRequest
+	25, // 17: tern.v1.Request.group:type_name -> tern.v1.GroupRequest
+	27, // 18: tern.v1.Request.block:type_name -> tern.v1.BlockRequest
+	29, // 19: tern.v1.Request.push:type_name -> tern.v1.PushRequest
+	16, // 20: tern.v1.Request.send_batch:type_name -> tern.v1.SendBatchRequest
+	19, // 21: tern.v1.Response.send:type_name -> tern.v1.SendResponse
+	21, // 22: tern.v1.Response.sync:type_name -> tern.v1.SyncResponse
+	24, // 23: tern.v1.Response.ack:type_name -> tern.v1.AckResponse
+	26, // 24: tern.v1.Response.group:type_name -> tern.v1.GroupResponse
+	28, // 25: tern.v1.Response.block:type_name -> tern.v1.BlockResponse
+	30, // 26: tern.v1.Response.push:type_name -> tern.v1.PushResponse
+	17, // 27: tern.v1.Response.send_batch:type_name -> tern.v1.SendBatchResponse
+	31, // 28: tern.v1.Response.error:type_name -> tern.v1.Error
+	15, // 29: tern.v1.SendBatchRequest.sends:type_name -> tern.v1.SendRequest
+	18, // 30: tern.v1.SendBatchResponse.results:type_name -> tern.v1.SendResult
+	19, // 31: tern.v1.SendResult.ok:type_name -> tern.v1.SendResponse
+	31, // 32: tern.v1.SendResult.error:type_name -> tern.v1.Error
+	22, // 33: tern.v1.SyncResponse.entries:type_name -> tern.v1.Entry
+	4,  // 34: tern.v1.GroupRequest.op:type_name -> tern.v1.GroupRequest.Op
+	8,  // 35: tern.v1.PushRequest.registration:type_name -> tern.v1.PushRegistration
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_tern_proto_init() }
