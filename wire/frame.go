@@ -70,6 +70,11 @@ func ReadFrame(r io.Reader, max int, buf []byte) ([]byte, error) {
 			}
 			return nil, err
 		}
+		if i == MaxVarintLen-1 && b[0] > 1 {
+			// The tenth byte holds bit 63 only: more would be lost in the
+			// shift (an overflowing prefix read as a short length).
+			return nil, fmt.Errorf("%w: length prefix overflows", ErrMalformed)
+		}
 		length |= uint64(b[0]&0x7f) << shift
 		if b[0] < 0x80 {
 			break

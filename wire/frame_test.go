@@ -87,6 +87,9 @@ func TestFrameLimits(t *testing.T) {
 		{"one above limit", append([]byte{0x05}, 1, 2, 3, 4, 5), 4, ErrFrameTooLarge},
 		{"overlong varint", bytes.Repeat([]byte{0xff}, 11), 0, ErrMalformed},
 		{"huge varint", []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, 0, ErrFrameTooLarge},
+		// Found by FuzzFrameDecoder: a tenth byte above 1 overflows 64 bits;
+		// it was read as length 0 (an empty frame).
+		{"overflowing varint", append(bytes.Repeat([]byte{0x80}, 9), 0x30), 0, ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
