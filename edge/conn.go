@@ -343,7 +343,19 @@ func (c *conn) run() {
 		c.acceptRequests()
 	}()
 
-	welcome, ok := c.hello(st)
+	// The Hello's work (token check, attach: crypto and storage reads)
+	// runs deep; on a goroutine of its own its stack goes when it is done,
+	// while this one, which lives as long as the connection, stays small.
+	var (
+		welcome *wire.Welcome
+		ok      bool
+		helloed = make(chan struct{})
+	)
+	go func() {
+		defer close(helloed)
+		welcome, ok = c.hello(st)
+	}()
+	<-helloed
 	if !ok {
 		return
 	}
