@@ -10,9 +10,10 @@ import (
 // that the record it names belongs to the transaction's shard: a command
 // that touched another shard's keys would race with that shard's writer.
 type state struct {
-	kv     kvWriter
-	shard  int
-	shards int
+	kv       kvWriter
+	shard    int
+	shards   int
+	blockers *blockers // the shard's; nil: look every block up
 }
 
 var _ core.StateTx = (*state)(nil)
@@ -239,12 +240,18 @@ func (s *state) Blocks(by, who core.UserID) (bool, error) {
 	if err := s.ownBlock(by, who); err != nil {
 		return false, err
 	}
+	if s.blockers != nil && !s.blockers.may(by) {
+		return false, nil
+	}
 	return exists(s.kv, blockKey(s.shard, by, who))
 }
 
 func (s *state) PutBlock(by, who core.UserID) error {
 	if err := s.ownBlock(by, who); err != nil {
 		return err
+	}
+	if s.blockers != nil {
+		s.blockers.add(by)
 	}
 	return s.kv.set(blockKey(s.shard, by, who), []byte{}, 0)
 }

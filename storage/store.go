@@ -123,6 +123,10 @@ func newStore(be backend, opts Options) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read applied index of shard %d: %w", shard, err)
 		}
+		bl := new(blockers)
+		if err := be.view(shard, func(kv kvReader) error { return loadBlockers(kv, shard, bl) }); err != nil {
+			return nil, fmt.Errorf("read blocks of shard %d: %w", shard, err)
+		}
 		s.writers = append(s.writers, &shardWriter{
 			be:       be,
 			shard:    shard,
@@ -132,6 +136,7 @@ func newStore(be backend, opts Options) (*Store, error) {
 			log:      opts.Logger,
 			queue:    make(chan *request, opts.QueueSize),
 			applied:  applied,
+			blockers: bl,
 		})
 	}
 	s.running.Add(len(s.writers))
@@ -388,6 +393,9 @@ func (s *Store) Blocks(ctx context.Context, by, who core.UserID) (bool, error) {
 		return false, fmt.Errorf("storage: blocks: %w", err)
 	}
 	shard := core.UserShard(by, s.shards)
+	if !s.writers[shard].blockers.may(by) {
+		return false, nil
+	}
 	var ok bool
 	err := s.read(ctx, shard, func(kv kvReader) error {
 		var err error

@@ -42,6 +42,7 @@ type shardWriter struct {
 	maxBatch int
 	metrics  core.Metrics
 	log      *slog.Logger
+	blockers *blockers // who in this shard may block someone (see blockers)
 
 	queue chan *request // closed by Store.Close; run drains it and returns
 
@@ -189,7 +190,7 @@ func (w *shardWriter) reapply(cmds []*appliedCmd) *batch {
 // fails writes nothing, and adds the applied index to its writes.
 func (w *shardWriter) apply(base kvGetter, req *request) *appliedCmd {
 	ov := newOverlay(base)
-	res, err := req.cmd.Apply(&state{kv: ov, shard: w.shard, shards: w.shards})
+	res, err := req.cmd.Apply(&state{kv: ov, shard: w.shard, shards: w.shards, blockers: w.blockers})
 	if err != nil {
 		ov.reset()
 		res = core.Result{}

@@ -49,6 +49,7 @@ func Run(t *testing.T, f Factory) {
 		{"TrimByAge", testTrimByAge},
 		{"Groups", testGroups},
 		{"Blocks", testBlocks},
+		{"BlocksSurviveReopen", testBlocksReopen},
 		{"EntriesLimitAndMaxBytes", testEntriesLimits},
 		{"FailingCommandsWriteNothing", testFailingCommands},
 		{"OtherShardRefused", testOtherShardRefused},
@@ -591,6 +592,53 @@ func testBlocks(t *testing.T, f Factory) {
 	if r := apply(t, s, send(a, "1", now(), b)); r.Seq != 1 || head(t, s, b).Head != 1 {
 		t.Fatalf("send after unblock: %+v", r)
 	}
+}
+
+// testBlocksReopen: blocks made before a restart still hold after it, in
+// both shards, for the committed-state read and for a send's check, and
+// blocks made after it and after an unblock too.
+func testBlocksReopen(t *testing.T, f Factory) {
+	if !f.Persistent {
+		t.Skip("the store is not persistent")
+	}
+	const shards = 2
+	dir := t.TempDir()
+	ctx := context.Background()
+	a, b := userIn("a", 0, shards), userIn("b", 0, shards)
+	c, d := userIn("c", 1, shards), userIn("d", 1, shards)
+	s, err := f.Open(dir, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, s, &core.BlockCmd{By: b, Who: a})
+	apply(t, s, &core.BlockCmd{By: d, Who: c})
+	apply(t, s, &core.BlockCmd{By: d, Who: a})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = f.Open(dir, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, p := range [][2]core.UserID{{b, a}, {d, c}, {d, a}} {
+		if ok, err := s.Blocks(ctx, p[0], p[1]); !ok || err != nil {
+			t.Fatalf("after reopen: %s blocks %s = %v, %v", p[0], p[1], ok, err)
+		}
+	}
+	if ok, err := s.Blocks(ctx, a, b); ok || err != nil {
+		t.Fatalf("a blocks b = %v, %v", ok, err)
+	}
+	applyErr(t, s, send(a, "1", now(), b), core.ErrBlocked) // same shard: checked in the command
+	applyErr(t, s, send(c, "1", now(), d), core.ErrBlocked)
+	// A block made now, by a user who blocked nobody before.
+	apply(t, s, &core.BlockCmd{By: a, Who: b})
+	applyErr(t, s, send(b, "2", now(), a), core.ErrBlocked)
+	// Unblock, block again.
+	apply(t, s, &core.BlockCmd{By: b, Who: a, Unblock: true})
+	apply(t, s, send(a, "3", now(), b))
+	apply(t, s, &core.BlockCmd{By: b, Who: a})
+	applyErr(t, s, send(a, "4", now(), b), core.ErrBlocked)
 }
 
 func testEntriesLimits(t *testing.T, f Factory) {
