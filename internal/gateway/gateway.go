@@ -142,9 +142,12 @@ func Open(cfg Config) (g *Gateway, err error) {
 	} else if g.Store, err = storage.OpenBadger(filepath.Join(cfg.Dir, DBDir), cfg.Store); err != nil {
 		return nil, err
 	}
+	// The failure paths below return a nil *Gateway, which sets g to nil
+	// before this runs: close what was opened through its own pointer.
+	opened := g
 	defer func() {
 		if err != nil {
-			g.closeCore()
+			opened.closeCore()
 		}
 	}()
 	if cfg.Push != nil {
