@@ -100,9 +100,9 @@ type Config struct {
 	SyncLimit int
 	// DeadPathTimeout declares the network path dead when the connection
 	// has received nothing for this long since it sent a packet (a request,
-	// a keepalive) that is owed an answer. The client then moves the connection to a fresh socket (a
-	// new NAT mapping) and, when that path cannot be validated either,
-	// reconnects. Default 8s; negative disables the check (the connection
+	// a keepalive) that is owed an answer. The client then moves the
+	// connection to a fresh socket (a new NAT mapping) and, when that path
+	// cannot be validated either, reconnects. Default 8s; negative disables the check (the connection
 	// then lives until QUIC's idle timeout).
 	DeadPathTimeout time.Duration
 	// SendBatch is the most concurrent sends packed into one request (a

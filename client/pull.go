@@ -74,8 +74,9 @@ func (c *Client) signalPull() {
 }
 
 // ackDelay is how long the pull loop waits before acknowledging what a
-// notified round fetched: the next round's Sync acknowledges it anyway, so
-// while messages stream in no Ack request is needed at all.
+// round fetched or a Notify carried: a Sync of a later round acknowledges it
+// too, so while pulled messages stream in few Ack requests are needed;
+// entries taken inline are acknowledged only by this Ack.
 const ackDelay = 25 * time.Millisecond
 
 // Sync pulls now and returns when the client has caught up with the mailbox

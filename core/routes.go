@@ -159,19 +159,26 @@ func (c *Core) Attach(ctx context.Context, info SessionInfo, sink Sink) (Session
 	w.SessionID = s.id
 	if c.push != nil {
 		c.push.synced(info.User, info.Device) // connected: a queued push is moot
-		if info.Push != nil {
-			if cur, ok := c.push.registrations(ctx, info.User)[info.Device]; !ok || cur != *info.Push {
-				if err := c.RegisterPush(ctx, info.User, info.Device, *info.Push); err != nil {
-					c.log.Info("push registration in hello refused", "err", err)
-				}
-			}
-		}
-	} else if info.Push != nil {
-		if err := c.RegisterPush(ctx, info.User, info.Device, *info.Push); err != nil {
+	}
+	if p := info.Push; p != nil && !c.hasPush(ctx, info.User, info.Device, *p) {
+		if err := c.RegisterPush(ctx, info.User, info.Device, *p); err != nil {
 			c.log.Info("push registration in hello refused", "err", err)
 		}
 	}
 	return s, w, nil
+}
+
+// hasPush reports whether reg is already d's stored registration: a Hello
+// repeats it on every connect, and storing it again costs a durable write.
+func (c *Core) hasPush(ctx context.Context, u UserID, d DeviceID, reg PushRegistration) bool {
+	var regs map[DeviceID]PushRegistration
+	if c.push != nil {
+		regs = c.push.registrations(ctx, u) // cached
+	} else if r, err := c.store.PushRegistrations(ctx, u); err == nil {
+		regs = r
+	}
+	cur, ok := regs[d]
+	return ok && cur == reg
 }
 
 func (c *Core) welcome(ctx context.Context, info SessionInfo) (Welcome, error) {

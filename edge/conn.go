@@ -73,31 +73,37 @@ func newConn(s *Server, qc *quic.Conn) *conn {
 
 var _ core.Sink = (*conn)(nil)
 
-// Notify implements core.Sink.
+// Notify implements core.Sink. The entry is kept and the head raised under
+// one hold of wmu, so that a flush that sees the new head finds its entry.
 func (c *conn) Notify(head core.Seq, e *core.Entry) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if e != nil && e.Seq == head {
 		c.keep(e)
 	}
-	for {
-		old := c.notifySeq.Load()
-		if uint64(head) <= old {
-			return
-		}
-		if c.notifySeq.CompareAndSwap(old, uint64(head)) {
-			break
-		}
-	}
-	if !c.kick() {
+	if raise(&c.notifySeq, uint64(head)) && !c.kickLocked() {
 		c.s.m.Add(MetricNotifiesMerged, "", 1)
 	}
 }
 
+// raise sets a to v when v is higher, and reports whether it did.
+func raise(a *atomic.Uint64, v uint64) bool {
+	for {
+		old := a.Load()
+		if v <= old {
+			return false
+		}
+		if a.CompareAndSwap(old, v) {
+			return true
+		}
+	}
+}
+
 // keep holds e for the next Notify when the client takes entries inline
-// and e fits. Entries are kept in any order (concurrent appends notify out
-// of order); the oldest go when the bytes would exceed the bound.
+// and e fits; wmu is held. Entries are kept in any order (concurrent
+// appends notify out of order); the oldest go when the bytes would exceed
+// the bound.
 func (c *conn) keep(e *core.Entry) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if c.inline <= 0 || len(e.Body) > c.inline || uint64(e.Seq) <= c.sent {
 		return
 	}
@@ -153,6 +159,11 @@ func (c *conn) inlineRun(after, head uint64) []*wire.Entry {
 func (c *conn) kick() bool {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.kickLocked()
+}
+
+// kickLocked is kick with wmu held.
+func (c *conn) kickLocked() bool {
 	c.dirty = true
 	if c.flushing || !c.open || c.stopped {
 		return !c.flushing
@@ -743,14 +754,7 @@ func (c *conn) sync(ctx context.Context, req *wire.SyncRequest, resp *wire.Respo
 	resp.Resp = &wire.Response_Sync{Sync: out}
 }
 
-func (c *conn) raiseKnown(seq uint64) {
-	for {
-		old := c.known.Load()
-		if seq <= old || c.known.CompareAndSwap(old, seq) {
-			return
-		}
-	}
-}
+func (c *conn) raiseKnown(seq uint64) { raise(&c.known, seq) }
 
 func (c *conn) group(ctx context.Context, r *wire.GroupRequest) ([]core.UserID, error) {
 	u, g, members := c.id.User, core.GroupID(r.GetGroup()), toCoreUsers(r.GetMembers())

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/ternhq/tern/core"
@@ -31,11 +32,12 @@ func (b *blockers) add(u core.UserID) { b.m.LoadOrStore(u, struct{}{}) }
 func loadBlockers(kv kvReader, shard int, b *blockers) error {
 	prefix := shardPrefix(tagBlock, shard, 0)
 	return kv.scan(prefix, prefix, func(key, _ []byte) (bool, error) {
-		rest := key[len(prefix):]
-		if len(rest) == 0 || int(rest[0]) > len(rest)-1 {
-			return true, nil // not a block key of this layout; the lookup will do
+		by, _, err := parsePrefixedID(key[len(prefix):])
+		if err != nil {
+			// Skipping it would let this blocker's blocks be ignored.
+			return false, fmt.Errorf("block key %q: %w", key, err)
 		}
-		b.add(core.UserID(rest[1 : 1+int(rest[0])]))
+		b.add(core.UserID(by))
 		return true, nil
 	})
 }
