@@ -29,6 +29,11 @@ type StormConfig struct {
 	Size int `json:"size"`
 	// Progress receives a status line a second; nil: none.
 	Progress io.Writer `json:"-"`
+	// Server, when set, samples the server process (its
+	// process_cpu_seconds_total): each phase then reports the server's CPU
+	// per reconnect beside this process's. Meaningful when the server runs
+	// in its own process.
+	Server ServerMetrics `json:"-"`
 }
 
 func (c *StormConfig) defaults() {
@@ -174,6 +179,7 @@ func Storm(ctx context.Context, t Target, cfg StormConfig) (*Result, error) {
 		var cfailed atomic.Int64
 		var firstErr atomic.Pointer[error]
 		pctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Timeout))
+		cpu := startCPU(ctx, cfg.Server)
 		gate := make(chan struct{})
 		var wg sync.WaitGroup
 		for r := range clients {
@@ -200,6 +206,7 @@ func Storm(ctx context.Context, t Target, cfg StormConfig) (*Result, error) {
 			}
 		}
 		cancel()
+		own, server := cpu.stop(ctx)
 
 		var conn, catch latencies
 		zero, resumed := 0, 0
@@ -232,6 +239,10 @@ func Storm(ctx context.Context, t Target, cfg StormConfig) (*Result, error) {
 		res.add(ph.name+"_connect_failures", ph.name+": connects that failed", float64(cfailed.Load()), "")
 		res.add(ph.name+"_zero_rtt", ph.name+": connections with 0-RTT", float64(zero), "")
 		res.add(ph.name+"_resumed", ph.name+": TLS sessions resumed", float64(resumed), "")
+		res.add(ph.name+"_bench_cpu_ms_per_client", ph.name+": CPU of this process (the clients) per client", own*1000/float64(len(clients)), "ms")
+		if cfg.Server != nil {
+			res.add(ph.name+"_server_cpu_ms_per_client", ph.name+": server CPU per client", server*1000/float64(len(clients)), "ms")
+		}
 		if e := firstErr.Load(); e != nil {
 			res.note(fmt.Sprintf("%s: %d connects failed; first: %v", ph.name, cfailed.Load(), *e))
 		}
@@ -275,6 +286,42 @@ func Storm(ctx context.Context, t Target, cfg StormConfig) (*Result, error) {
 	res.note(fmt.Sprintf("%d clients, one message each before the storm and one sent to each while all were disconnected; times from the moment all reconnect at once", cfg.Clients))
 	res.Elapsed = Duration(time.Since(res.Started))
 	return res, nil
+}
+
+// cpuSpan measures CPU seconds over a span: this process's (getrusage) and,
+// when sampled, the server process's.
+type cpuSpan struct {
+	server    ServerMetrics
+	own, srv0 float64
+}
+
+func startCPU(ctx context.Context, server ServerMetrics) cpuSpan {
+	s := cpuSpan{server: server, own: ownCPU()}
+	if server != nil {
+		if m, err := server(ctx); err == nil {
+			s.srv0 = m["process_cpu_seconds_total"]
+		}
+	}
+	return s
+}
+
+// stop returns the CPU seconds spent since start by this process and by the
+// server (NaN when it could not be sampled; 0 without a sampler).
+func (s cpuSpan) stop(ctx context.Context) (own, server float64) {
+	own = ownCPU() - s.own
+	if s.server == nil {
+		return own, 0
+	}
+	m, err := s.server(ctx)
+	if err != nil {
+		return own, nanValue
+	}
+	return own, m["process_cpu_seconds_total"] - s.srv0
+}
+
+func ownCPU() float64 {
+	u, sy := rusage()
+	return (u + sy).Seconds()
 }
 
 // allOrNaN is the largest sample in ms when there are want of them, NaN

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/ternhq/tern/wire"
 )
 
@@ -984,6 +985,28 @@ func TestConfigErrors(t *testing.T) {
 	} {
 		if _, err := Dial(context.Background(), cfg); err == nil {
 			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// TestHandshakePatience: a dial waits for the server's first answer as long
+// as a request waits for its answer (not quic-go's 5s), and an explicit
+// setting wins.
+func TestHandshakePatience(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want time.Duration
+	}{
+		{Config{Addr: "127.0.0.1:1", Token: "t"}, 10 * time.Second},
+		{Config{Addr: "127.0.0.1:1", Token: "t", RequestTimeout: 3 * time.Second}, 3 * time.Second},
+		{Config{Addr: "127.0.0.1:1", Token: "t", QUIC: &quic.Config{HandshakeIdleTimeout: time.Second}}, time.Second},
+	} {
+		cfg, err := c.cfg.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.quicConfig().HandshakeIdleTimeout; got != c.want {
+			t.Errorf("HandshakeIdleTimeout %v, want %v", got, c.want)
 		}
 	}
 }

@@ -37,8 +37,17 @@ type Config struct {
 	TLS *tls.Config
 	// QUIC overrides quic-go's settings. The client clones it and fills the
 	// zero fields: KeepAlivePeriod 15s (or the server's Welcome.keepalive_ms
-	// for later connections), MaxIdleTimeout 45s, small receive windows, no
-	// streams opened by the server, and a TokenStore kept across reconnects.
+	// for later connections), MaxIdleTimeout 45s, HandshakeIdleTimeout
+	// RequestTimeout (quic-go then gives a handshake twice that in all: the
+	// attempt's own bound), small receive windows, no streams opened by the
+	// server, and a TokenStore kept across reconnects.
+	//
+	// Why a patient handshake: when an edge restarts, every client comes
+	// back at once and the edge answers in arrival order; a handshake that
+	// has heard nothing for quic-go's default 5s is usually queued, not
+	// lost (lost packets are sent again long before), and a client that
+	// gives up and dials again starts a second handshake at the back of
+	// the queue, which only makes the storm longer for everyone.
 	QUIC *quic.Config
 	// DisableMigration makes SwitchNetwork reconnect from the new socket
 	// (with 0-RTT when possible) instead of migrating the connection, for
@@ -216,6 +225,9 @@ func (c Config) quicConfig() *quic.Config {
 	}
 	if q.MaxIdleTimeout == 0 {
 		q.MaxIdleTimeout = defaultMaxIdleTimeout
+	}
+	if q.HandshakeIdleTimeout == 0 {
+		q.HandshakeIdleTimeout = c.RequestTimeout
 	}
 	if q.InitialStreamReceiveWindow == 0 {
 		q.InitialStreamReceiveWindow = defaultStreamWindow

@@ -1,11 +1,13 @@
 package edge
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -116,10 +118,51 @@ type QUICOptions struct {
 	// session tickets survive restarts (see Secrets). Default: fresh random
 	// keys per listener.
 	Secrets *Secrets
+	// Handshakes bounds the TLS handshakes the listener works on at once;
+	// the others wait their turn, oldest first (see handshakeGate: in a
+	// reconnect storm this is what lets the oldest handshakes finish
+	// instead of all of them finishing late). Default 32 × GOMAXPROCS;
+	// negative: no bound.
+	Handshakes int
+	// HandshakeTimeout bounds a handshake from the client's first packet,
+	// its wait for a turn included; a handshake that waited half of it is
+	// refused. Default 20s, the Tern SDK's bound on a connection attempt.
+	HandshakeTimeout time.Duration
+	// ReceiveBuffer is the size asked for the UDP socket's receive buffer,
+	// in bytes, when Listen opens the socket. A reconnect storm delivers
+	// thousands of Initial packets at once; what does not fit is dropped by
+	// the kernel, and a client whose Initial is dropped retries after an
+	// exponential backoff. Listen asks with SO_RCVBUFFORCE (needs
+	// CAP_NET_ADMIN), then with SO_RCVBUF, which the kernel caps at
+	// net.core.rmem_max (raise that sysctl to give an unprivileged server
+	// the full size). Default 32 MiB; negative: quic-go's own (7 MiB when
+	// allowed).
+	ReceiveBuffer int
+	// Metrics receives the listener's handshake metrics
+	// (MetricHandshakeWait, MetricHandshakesShed); nil discards them.
+	Metrics core.Metrics
+}
+
+// withDefaults fills in the zero values.
+func (o QUICOptions) withDefaults() QUICOptions {
+	if o.Handshakes == 0 {
+		o.Handshakes = 32 * runtime.GOMAXPROCS(0)
+	}
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = 20 * time.Second
+	}
+	if o.ReceiveBuffer == 0 {
+		o.ReceiveBuffer = 32 << 20
+	}
+	if o.Metrics == nil {
+		o.Metrics = core.NopMetrics{}
+	}
+	return o
 }
 
 // QUICConfig returns the quic-go configuration for a Tern listener.
 func (o QUICOptions) QUICConfig() *quic.Config {
+	o = o.withDefaults()
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 60 * time.Second
 	}
@@ -142,6 +185,9 @@ func (o QUICOptions) QUICConfig() *quic.Config {
 		InitialConnectionReceiveWindow: o.ConnWindow,
 		MaxConnectionReceiveWindow:     4 * o.ConnWindow,
 		Allow0RTT:                      !o.Disable0RTT,
+		// quic-go aborts a handshake after twice this without a packet,
+		// and any handshake after twice this in all.
+		HandshakeIdleTimeout: o.HandshakeTimeout / 2,
 	}
 }
 
@@ -151,7 +197,8 @@ func (o QUICOptions) QUICConfig() *quic.Config {
 type Listener struct {
 	*quic.EarlyListener
 	Transport *quic.Transport
-	socket    io.Closer // closed by CloseTransport when Listen opened it
+	socket    io.Closer      // closed by CloseTransport when Listen opened it
+	gate      *handshakeGate // nil: handshakes are not bounded
 }
 
 // Listen opens a UDP socket on addr and a QUIC listener on it that accepts
@@ -165,6 +212,9 @@ func Listen(addr string, tlsConf *tls.Config, o QUICOptions) (*Listener, error) 
 	if err != nil {
 		return nil, fmt.Errorf("edge: listen %s: %w", addr, err)
 	}
+	if n := o.withDefaults().ReceiveBuffer; n > 0 {
+		setReceiveBuffer(uc, n)
+	}
 	l, err := ListenOn(uc, tlsConf, o)
 	if err != nil {
 		uc.Close()
@@ -176,18 +226,35 @@ func Listen(addr string, tlsConf *tls.Config, o QUICOptions) (*Listener, error) 
 
 // ListenOn is Listen over a socket the caller opened (and keeps owning).
 func ListenOn(pc net.PacketConn, tlsConf *tls.Config, o QUICOptions) (*Listener, error) {
+	o = o.withDefaults()
 	tr := &quic.Transport{Conn: pc}
+	tlsConf = tlsConf.Clone()
 	if o.Secrets != nil {
 		tr.StatelessResetKey = &o.Secrets.StatelessReset
 		tr.TokenGeneratorKey = &o.Secrets.TokenGenerator
-		tlsConf = tlsConf.Clone()
 		o.Secrets.apply(tlsConf)
+	}
+	var gate *handshakeGate
+	if o.Handshakes > 0 {
+		gate = &handshakeGate{slots: make(chan struct{}, o.Handshakes), maxWait: o.HandshakeTimeout / 2, m: o.Metrics}
+		gate.install(tlsConf, tr)
 	}
 	ln, err := tr.ListenEarly(tlsConf, o.QUICConfig())
 	if err != nil {
 		return nil, fmt.Errorf("edge: listen: %w", err)
 	}
-	return &Listener{EarlyListener: ln, Transport: tr}, nil
+	return &Listener{EarlyListener: ln, Transport: tr, gate: gate}, nil
+}
+
+// Accept returns the next connection ready for 0-RTT data (its TLS
+// handshake's first flight is written); it gives back the connection's
+// handshake slot.
+func (l *Listener) Accept(ctx context.Context) (*quic.Conn, error) {
+	qc, err := l.EarlyListener.Accept(ctx)
+	if err == nil {
+		admitted(qc)
+	}
+	return qc, err
 }
 
 // CloseTransport closes the listener and the transport, and with them every

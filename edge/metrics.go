@@ -14,6 +14,8 @@ const (
 	MetricNotifyEntries  = "edge_notify_entries_total"     // entries carried inline in Notify frames
 	MetricClosed         = "edge_connections_closed_total" // label reason
 	MetricZeroRTT        = "edge_0rtt_connections_total"
+	MetricHandshakeWait  = "edge_tls_handshake_wait_seconds" // histogram: a TLS handshake's wait for its turn (QUICOptions.Handshakes)
+	MetricHandshakesShed = "edge_tls_handshakes_shed_total"  // label reason: queue_timeout
 )
 
 // MetricDescs lists the edge's metrics.
@@ -28,4 +30,6 @@ var MetricDescs = []core.MetricDesc{
 	{Name: MetricNotifyEntries, Help: "Mailbox entries carried inline in Notify frames (capability 3).", Kind: core.Counter},
 	{Name: MetricClosed, Help: "Connections closed, by reason.", Kind: core.Counter, Label: "reason"},
 	{Name: MetricZeroRTT, Help: "Connections that used 0-RTT.", Kind: core.Counter},
+	{Name: MetricHandshakeWait, Help: "Time a TLS handshake waited for its turn (the listener works on a few at once).", Kind: core.Histogram},
+	{Name: MetricHandshakesShed, Help: "TLS handshakes refused, by reason (queue_timeout: waited half the handshake timeout).", Kind: core.Counter, Label: "reason"},
 }

@@ -242,7 +242,7 @@ func benchRun(ctx context.Context, scenario string, f *benchFlags, progress, std
 		if err == nil && f.metrics != "" {
 			srv.metrics = bench.Scrape(f.metrics)
 		}
-	case scenario == "connections":
+	case scenario == "connections" || scenario == "reconnect-storm":
 		srv, err = childServer(ctx, stderr)
 	default:
 		srv, err = inProcessServer()
@@ -270,7 +270,7 @@ func benchRun(ctx context.Context, scenario string, f *benchFlags, progress, std
 	case "reconnect-storm":
 		res, err = bench.Storm(ctx, srv.target, bench.StormConfig{
 			Clients: f.clients, Senders: f.senders, ConnectRate: f.connectRate, Timeout: bench.Duration(f.timeout), Size: f.size,
-			Progress: progress,
+			Progress: progress, Server: srv.metrics,
 		})
 	case "connections":
 		res, err = connectionsRun(ctx, srv, f, progress, stderr)

@@ -164,6 +164,10 @@ type edgeConfig struct {
 	IdleTimeout  duration `json:"idle_timeout"`
 	MaxStreams   int64    `json:"max_streams"`
 	GoAwayJitter duration `json:"goaway_jitter"`
+	// Handshakes, HandshakeTimeout and ReceiveBuffer: see edge.QUICOptions.
+	Handshakes       int      `json:"handshakes"`
+	HandshakeTimeout duration `json:"handshake_timeout"`
+	ReceiveBuffer    int      `json:"receive_buffer"`
 }
 
 func defaultServeConfig() serveConfig {
@@ -359,8 +363,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			GoAwayJitter: time.Duration(cfg.Edge.GoAwayJitter),
 		},
 		QUIC: edge.QUICOptions{
-			IdleTimeout: time.Duration(cfg.Edge.IdleTimeout),
-			MaxStreams:  cfg.Edge.MaxStreams,
+			IdleTimeout:      time.Duration(cfg.Edge.IdleTimeout),
+			MaxStreams:       cfg.Edge.MaxStreams,
+			Handshakes:       cfg.Edge.Handshakes,
+			HandshakeTimeout: time.Duration(cfg.Edge.HandshakeTimeout),
+			ReceiveBuffer:    cfg.Edge.ReceiveBuffer,
 		},
 	})
 	if err != nil {

@@ -102,7 +102,7 @@ func Open(cfg Config) (g *Gateway, err error) {
 	setLogger(&cfg.Store.Logger, "storage")
 	setLogger(&cfg.Edge.Logger, "edge")
 	if cfg.Metrics != nil {
-		for _, m := range []*core.Metrics{&cfg.Core.Metrics, &cfg.Store.Metrics, &cfg.Edge.Metrics} {
+		for _, m := range []*core.Metrics{&cfg.Core.Metrics, &cfg.Store.Metrics, &cfg.Edge.Metrics, &cfg.QUIC.Metrics} {
 			if *m == nil {
 				*m = cfg.Metrics
 			}
