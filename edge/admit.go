@@ -59,16 +59,10 @@ func (a *admission) release() {
 // errHandshakeQueue refuses a handshake that waited too long for a slot.
 var errHandshakeQueue = errors.New("edge: server busy: handshake waited too long")
 
-// install makes tlsConf and tr take and give back slots.
+// install makes tlsConf and tr (a transport of the listener's own, so its
+// ConnContext is free) take and give back slots.
 func (g *handshakeGate) install(tlsConf *tls.Config, tr *quic.Transport) {
-	prevCtx := tr.ConnContext
-	tr.ConnContext = func(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
-		if prevCtx != nil {
-			var err error
-			if ctx, err = prevCtx(ctx, info); err != nil {
-				return ctx, err
-			}
-		}
+	tr.ConnContext = func(ctx context.Context, _ *quic.ClientInfo) (context.Context, error) {
 		return context.WithValue(ctx, admitKey{}, &admission{gate: g}), nil
 	}
 	prev := tlsConf.GetConfigForClient

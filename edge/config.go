@@ -145,6 +145,18 @@ type QUICOptions struct {
 
 // withDefaults fills in the zero values.
 func (o QUICOptions) withDefaults() QUICOptions {
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 60 * time.Second
+	}
+	if o.MaxStreams == 0 {
+		o.MaxStreams = 100
+	}
+	if o.StreamWindow == 0 {
+		o.StreamWindow = 64 << 10
+	}
+	if o.ConnWindow == 0 {
+		o.ConnWindow = 128 << 10
+	}
 	if o.Handshakes == 0 {
 		o.Handshakes = 32 * runtime.GOMAXPROCS(0)
 	}
@@ -163,18 +175,6 @@ func (o QUICOptions) withDefaults() QUICOptions {
 // QUICConfig returns the quic-go configuration for a Tern listener.
 func (o QUICOptions) QUICConfig() *quic.Config {
 	o = o.withDefaults()
-	if o.IdleTimeout == 0 {
-		o.IdleTimeout = 60 * time.Second
-	}
-	if o.MaxStreams == 0 {
-		o.MaxStreams = 100
-	}
-	if o.StreamWindow == 0 {
-		o.StreamWindow = 64 << 10
-	}
-	if o.ConnWindow == 0 {
-		o.ConnWindow = 128 << 10
-	}
 	return &quic.Config{
 		MaxIdleTimeout:                 o.IdleTimeout,
 		KeepAlivePeriod:                o.KeepAlive,
