@@ -59,7 +59,9 @@ type jwtHeader struct {
 	Kid string `json:"kid,omitempty"`
 }
 
-var b64 = base64.RawURLEncoding
+// b64 is strict: a signature or header has exactly one accepted encoding, so
+// a token cannot be altered (its unused trailing bits) and still verify.
+var b64 = base64.RawURLEncoding.Strict()
 
 // TokenSigner mints tokens.
 type TokenSigner struct {
