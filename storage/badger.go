@@ -87,9 +87,14 @@ func openBadgerBackend(db *badger.DB, bo badger.Options, opts Options) (*badgerB
 	if bo.VLogPercentile > 0 {
 		b.valueThreshold = 0 // Badger moves the threshold: assume any value may go to the value log
 	}
-	sync := func() error { return b.syncLogs() }
+	syncLogs := b.syncLogs
+	if opts.UnsafeNoSync {
+		opts.Logger.Warn("storage: UnsafeNoSync: commands are answered without an fsync; a crash can lose acknowledged data")
+		syncLogs = func() error { return nil }
+	}
+	sync := syncLogs
 	if opts.syncHook != nil {
-		sync = func() error { return opts.syncHook(b.syncLogs) }
+		sync = func() error { return opts.syncHook(syncLogs) }
 	}
 	setDiscard := db.SetDiscardTs
 	if opts.discardHook != nil {
@@ -172,9 +177,10 @@ func getUint32(txn *badger.Txn, key []byte) (uint32, bool, error) {
 type badgerBackend struct {
 	db             *badger.DB
 	gc             *groupCommit
-	logs           *badgerLogs // used by the syncer only
-	valueThreshold int64       // values this long or longer go to the value log
-	vlogWritten    atomic.Bool // a value went to the value log since the syncer last looked
+	logs           *badgerLogs  // used by the syncer only
+	valueThreshold int64        // values this long or longer go to the value log
+	vlogWritten    atomic.Bool  // a value went to the value log since the syncer last looked
+	syncs          atomic.Int64 // calls of syncLogs (tests)
 }
 
 func (b *badgerBackend) view(_ int, fn func(kvReader) error) error {
@@ -232,6 +238,7 @@ func (b *badgerBackend) close() error {
 // shared mapping of it (Linux has one page cache; msync(MS_SYNC) is the
 // same call).
 func (b *badgerBackend) syncLogs() error {
+	b.syncs.Add(1)
 	if b.vlogWritten.Swap(false) {
 		if err := b.logs.vlog.sync(); err != nil {
 			b.vlogWritten.Store(true)

@@ -507,3 +507,40 @@ func TestWriterCommitsOnAppliedAnswersOnDurable(t *testing.T) {
 		t.Fatalf("second send: %+v, want the durable error", o)
 	}
 }
+
+// TestUnsafeNoSync checks that with UnsafeNoSync commands are answered and
+// visible without a sync of Badger's logs, and that a clean close keeps
+// them; without it, every answer waits for a sync.
+func TestUnsafeNoSync(t *testing.T) {
+	for _, unsafe := range []bool{false, true} {
+		t.Run(fmt.Sprint("unsafe=", unsafe), func(t *testing.T) {
+			dir := t.TempDir()
+			u := core.UserID("alice")
+			s, err := OpenBadger(dir, Options{tuneBadger: smallBadger, UnsafeNoSync: unsafe})
+			if err != nil {
+				t.Fatal(err)
+			}
+			be := s.be.(*badgerBackend)
+			atOpen := be.syncs.Load()
+			for i := range 3 {
+				if _, err := s.Apply(context.Background(), sendCmd(u, strconv.Itoa(i), nil)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wantHead(t, s, u, 3)
+			synced := be.syncs.Load() - atOpen
+			if unsafe && synced != 0 || !unsafe && synced == 0 {
+				t.Fatalf("%d syncs of the logs for 3 answered commands", synced)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s, err = OpenBadger(dir, Options{tuneBadger: smallBadger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			wantHead(t, s, u, 3)
+		})
+	}
+}

@@ -39,6 +39,14 @@ type Options struct {
 	Metrics core.Metrics
 	// Logger receives the store's and Badger's logs; nil discards them.
 	Logger *slog.Logger
+	// UnsafeNoSync, when true, answers commands once they are applied,
+	// without the syncer's fdatasync: a crash of the process or the host
+	// can lose acknowledged commands (a clean Close still keeps them, as
+	// Badger writes its memtables out). It exists to measure how much of
+	// a figure the disk's syncs cost, and for throwaway development data;
+	// never for data anyone relies on. Default false: every answered
+	// command is durable. Badger only; the memory store never syncs.
+	UnsafeNoSync bool
 
 	// tuneBadger, when set, adjusts Badger's options (tests only).
 	tuneBadger func(*badger.Options)

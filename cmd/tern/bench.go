@@ -20,6 +20,7 @@ import (
 	"github.com/ternhq/tern/core"
 	"github.com/ternhq/tern/edge"
 	"github.com/ternhq/tern/internal/gateway"
+	"github.com/ternhq/tern/storage"
 )
 
 const benchUsage = `Usage: tern bench SCENARIO [flags]
@@ -47,6 +48,7 @@ type benchFlags struct {
 	json, quiet             bool
 	report, cpuProfile      string
 	runs                    int
+	unsafeNoFsync           bool
 
 	senders, receivers, window, messages, size int
 	duration, warmup                           time.Duration
@@ -75,6 +77,7 @@ func (f *benchFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.runs, "runs", 1, "repeat the scenario K times and report each run and the median")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress line on stderr")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the in-process server included) to this file")
+	fs.BoolVar(&f.unsafeNoFsync, "unsafe-no-fsync", false, "UNSAFE, for measuring the disk's share: the server the bench starts acknowledges sends without fsync (not with --addr)")
 
 	fs.IntVar(&f.senders, "senders", 0, "throughput, latency, mobile: sending users (default 16; reconnect-storm: 8)")
 	fs.IntVar(&f.receivers, "receivers", 0, "throughput, latency, mobile: receiving users (default 16)")
@@ -141,6 +144,9 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if scenario == "connections" && f.addr != "" && f.metrics == "" {
 		return usageError{"bench: connections with --addr needs --metrics (the server's /metrics URL)"}
+	}
+	if f.addr != "" && f.unsafeNoFsync {
+		return usageError{"bench: --unsafe-no-fsync applies to the server the bench starts; with --addr, start yours with tern serve --unsafe-no-fsync"}
 	}
 	if f.runs < 1 {
 		return usageError{"bench: --runs must be at least 1"}
@@ -243,9 +249,9 @@ func benchRun(ctx context.Context, scenario string, f *benchFlags, progress, std
 			srv.metrics = bench.Scrape(f.metrics)
 		}
 	case scenario == "connections" || scenario == "reconnect-storm":
-		srv, err = childServer(ctx, stderr)
+		srv, err = childServer(ctx, stderr, f.unsafeNoFsync)
 	default:
-		srv, err = inProcessServer()
+		srv, err = inProcessServer(f.unsafeNoFsync)
 	}
 	if err != nil {
 		return nil, err
@@ -280,6 +286,10 @@ func benchRun(ctx context.Context, scenario string, f *benchFlags, progress, std
 	}
 	res.Env = bench.CurrentEnv()
 	res.Env.Server = srv.where
+	if f.unsafeNoFsync {
+		res.Env.Server += ", UNSAFE: no fsync"
+		res.Notes = append(res.Notes, "UNSAFE run (--unsafe-no-fsync): the server acknowledged sends without fsync; the figures show what the disk's syncs cost, not what Tern delivers durably")
+	}
 	if res.Env.Commit == "" {
 		res.Env.Commit = gitCommit()
 	}
@@ -341,13 +351,14 @@ func cmdBenchWorker(ctx context.Context, args []string, stderr io.Writer) error 
 }
 
 // inProcessServer starts the embedded gateway in this process: Badger in a
-// temporary directory, default storage options, no send rate limit.
-func inProcessServer() (*benchServer, error) {
+// temporary directory, default storage options (but for unsafeNoSync), no
+// send rate limit.
+func inProcessServer(unsafeNoSync bool) (*benchServer, error) {
 	dir, err := os.MkdirTemp("", "tern-bench-")
 	if err != nil {
 		return nil, err
 	}
-	g, err := gateway.Open(gateway.Config{Dir: dir, Core: core.Config{SendRate: -1}})
+	g, err := gateway.Open(gateway.Config{Dir: dir, Core: core.Config{SendRate: -1}, Store: storage.Options{UnsafeNoSync: unsafeNoSync}})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -405,8 +416,8 @@ func remoteServer(addr, caFile, data string) (*benchServer, error) {
 
 // childServer runs `tern serve` as a child process on loopback ports, with
 // a temporary data directory and no send rate limit, and scrapes its
-// /metrics.
-func childServer(ctx context.Context, stderr io.Writer) (*benchServer, error) {
+// /metrics; with unsafeNoSync, it acknowledges sends without fsync.
+func childServer(ctx context.Context, stderr io.Writer, unsafeNoSync bool) (*benchServer, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -417,8 +428,12 @@ func childServer(ctx context.Context, stderr io.Writer) (*benchServer, error) {
 	}
 	readyFile := filepath.Join(dir, "ready.json")
 	data := filepath.Join(dir, "data")
-	cmd := exec.Command(exe, "serve", "--data", data, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-		"--ready-file", readyFile, "--send-rate", "-1", "--log-level", "warn", "--drain-timeout", "2s", "--pprof")
+	args := []string{"serve", "--data", data, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--ready-file", readyFile, "--send-rate", "-1", "--log-level", "warn", "--drain-timeout", "2s", "--pprof"}
+	if unsafeNoSync {
+		args = append(args, "--unsafe-no-fsync")
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)

@@ -50,6 +50,35 @@ func TestBenchCommand(t *testing.T) {
 	}
 }
 
+// TestBenchUnsafeNoFsync: a run whose server skips the fsyncs says so, in
+// its notes and in where the server ran.
+func TestBenchUnsafeNoFsync(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"bench", "throughput", "--messages", "50", "--senders", "1", "--receivers", "1", "--window", "2",
+		"--json", "--quiet", "--unsafe-no-fsync"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	var res struct {
+		Notes []string `json:"notes"`
+		Env   struct {
+			Server string `json:"server"`
+		} `json:"env"`
+		Validation struct {
+			Delivered int `json:"delivered"`
+		} `json:"validation"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Validation.Delivered != 50 || !strings.Contains(res.Env.Server, "UNSAFE") ||
+		!strings.Contains(strings.Join(res.Notes, "\n"), "without fsync") {
+		t.Fatalf("an unsafe run not labelled as such: %+v", res)
+	}
+}
+
 func TestBenchUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"bench"},
@@ -57,6 +86,7 @@ func TestBenchUsage(t *testing.T) {
 		{"bench", "throughput", "--addr", "127.0.0.1:1"},
 		{"bench", "connections", "--addr", "127.0.0.1:1", "--ca", "x", "--data", "y"},
 		{"bench", "latency", "extra"},
+		{"bench", "throughput", "--addr", "127.0.0.1:1", "--ca", "x", "--data", "y", "--unsafe-no-fsync"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), args, &out, &errOut)

@@ -121,13 +121,13 @@ func TestWalkthrough(t *testing.T) {
 func TestServeConfigFile(t *testing.T) {
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "tern.json")
-	os.WriteFile(cfgFile, []byte(`{"listen": "127.0.0.1:5555", "core": {"ack_mode": "device", "retain_age": "1h"}, "edge": {"keepalive": "5s"}}`), 0o644)
+	os.WriteFile(cfgFile, []byte(`{"listen": "127.0.0.1:5555", "core": {"ack_mode": "device", "retain_age": "1h"}, "edge": {"keepalive": "5s"}, "storage": {"unsafe_no_fsync": true}}`), 0o644)
 	cfg, err := loadServeConfig([]string{"--config", cfgFile, "--listen", "127.0.0.1:6666"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Listen != "127.0.0.1:6666" || cfg.Core.AckMode != "device" || time.Duration(cfg.Core.RetainAge) != time.Hour ||
-		time.Duration(cfg.Edge.KeepAlive) != 5*time.Second || cfg.Data != "./tern-data" {
+		time.Duration(cfg.Edge.KeepAlive) != 5*time.Second || cfg.Data != "./tern-data" || !cfg.Storage.UnsafeNoFsync {
 		t.Fatalf("flags over file over defaults: %+v", cfg)
 	}
 	os.WriteFile(cfgFile, []byte(`{"listne": "x"}`), 0o644)

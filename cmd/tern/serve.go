@@ -156,6 +156,10 @@ type coreConfig struct {
 type storageConfig struct {
 	Shards   int `json:"shards"`
 	MaxBatch int `json:"max_batch"`
+	// UnsafeNoFsync answers sends before they are fsync'd: a crash can
+	// lose acknowledged messages. For measuring the disk's share and for
+	// throwaway data only (storage.Options.UnsafeNoSync).
+	UnsafeNoFsync bool `json:"unsafe_no_fsync"`
 }
 
 type edgeConfig struct {
@@ -244,6 +248,7 @@ func loadServeConfig(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.Float64Var(&cfg.Core.SendRate, "send-rate", cfg.Core.SendRate, "messages/s per user (0: 100, <0: unlimited)")
 	fs.IntVar(&cfg.Core.SendBurst, "send-burst", cfg.Core.SendBurst, "burst above --send-rate (0: 500)")
 	fs.IntVar(&cfg.Storage.Shards, "shards", cfg.Storage.Shards, "storage shards, fixed when the data directory is created (0: default)")
+	fs.BoolVar(&cfg.Storage.UnsafeNoFsync, "unsafe-no-fsync", cfg.Storage.UnsafeNoFsync, "UNSAFE: acknowledge sends without fsync (a crash loses them); for measurements and throwaway data")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -356,7 +361,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger) error {
 			Forward:      core.ForwardConfig{MaxInFlight: cfg.Core.ForwardMaxInFlight},
 			PushPreview:  cfg.Push.Preview,
 		},
-		Store: storage.Options{Shards: cfg.Storage.Shards, MaxBatch: cfg.Storage.MaxBatch},
+		Store: storage.Options{Shards: cfg.Storage.Shards, MaxBatch: cfg.Storage.MaxBatch, UnsafeNoSync: cfg.Storage.UnsafeNoFsync},
 		Edge: edge.Config{
 			MaxFrameSize: cfg.Edge.MaxFrameSize,
 			KeepAlive:    time.Duration(cfg.Edge.KeepAlive),
