@@ -5,8 +5,8 @@ import (
 	"context"
 	"io"
 	"math"
-	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,19 +148,29 @@ func TestConnectionsTern(t *testing.T) {
 	}()
 	w := newWorker(inW, outR, func() error { return <-served }, func() { inR.Close() })
 	defer w.Close()
+	// The server's samples are scripted (a real heap moves by more than
+	// 40 connections' worth between samples), so that the figures can be
+	// checked exactly: before the ramp, after it, at the end.
+	const conns = 40
+	var samples atomic.Int32
 	metrics := func(context.Context) (map[string]float64, error) {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		u, s := rusage()
+		n := float64(conns)
+		if samples.Add(1) == 1 {
+			n = 0
+		}
+		rss := 90.0 // KiB per connection at the end
+		if samples.Load() == 2 {
+			rss = 100 // right after the ramp
+		}
 		return map[string]float64{
-			"process_resident_memory_bytes": float64(ms.Sys),
-			"go_memstats_heap_inuse_bytes":  float64(ms.HeapInuse),
-			"go_goroutines":                 float64(runtime.NumGoroutine()),
-			"process_cpu_seconds_total":     (u + s).Seconds(),
+			"process_resident_memory_bytes": 100<<20 + n*rss*1024,
+			"go_memstats_heap_inuse_bytes":  50<<20 + n*60*1024,
+			"go_goroutines":                 10 + n*4,
+			"process_cpu_seconds_total":     float64(samples.Load()) * 0.25,
 		}, nil
 	}
 	res, err := Connections(ctx, tt, ConnectionsConfig{
-		Conns: 40, Ramp: 400, Settle: Duration(10 * time.Millisecond), Idle: Duration(300 * time.Millisecond),
+		Conns: conns, Ramp: 400, Settle: Duration(10 * time.Millisecond), Idle: Duration(300 * time.Millisecond),
 		Metrics: metrics, Workers: []*Worker{w},
 	})
 	if err != nil {
@@ -170,10 +180,19 @@ func TestConnectionsTern(t *testing.T) {
 		t.Errorf("worker: %v", err)
 	}
 	checkResult(t, res, "connections", "goroutines_per_conn")
-	// 40 connections' worth of heap is within what one GC frees: the figure
-	// must be there, but its sign is up to the collector.
-	if f, ok := res.Figure("heap_per_conn_kib"); !ok || math.IsNaN(f.Value) || math.IsInf(f.Value, 0) {
-		t.Errorf("heap_per_conn_kib = %v (present %v)", f.Value, ok)
+	for name, want := range map[string]float64{
+		"rss_per_conn_kib": 90, "rss_per_conn_after_ramp_kib": 100, "heap_per_conn_kib": 60,
+		"heap_per_conn_after_ramp_kib": 60, "goroutines_per_conn": 4,
+	} {
+		if f, ok := res.Figure(name); !ok || math.Abs(f.Value-want) > 1e-9 {
+			t.Errorf("%s = %v (present %v), want %v", name, f.Value, ok, want)
+		}
+	}
+	// 0.25 s of CPU over the idle window, in both units.
+	cores, _ := res.Figure("idle_cpu_cores")
+	perConnMin, _ := res.Figure("idle_cpu_ms_per_conn_min")
+	if cores.Value <= 0 || cores.Value > 0.25/0.3 || math.Abs(perConnMin.Value-cores.Value*60*1000/conns) > 1e-6 {
+		t.Errorf("idle CPU: %v cores, %v ms per connection per minute", cores.Value, perConnMin.Value)
 	}
 	if f, _ := res.Figure("connections"); f.Value != 40 {
 		t.Errorf("%v connections, want 40", f.Value)
