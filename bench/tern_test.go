@@ -154,19 +154,19 @@ func TestConnectionsTern(t *testing.T) {
 	const conns = 40
 	var samples atomic.Int32
 	metrics := func(context.Context) (map[string]float64, error) {
-		n := float64(conns)
-		if samples.Add(1) == 1 {
+		k := samples.Add(1)            // 1: before the ramp, 2: after it, 3: at the end
+		n, rss := float64(conns), 90.0 // rss: KiB per connection
+		switch k {
+		case 1:
 			n = 0
-		}
-		rss := 90.0 // KiB per connection at the end
-		if samples.Load() == 2 {
-			rss = 100 // right after the ramp
+		case 2:
+			rss = 100
 		}
 		return map[string]float64{
 			"process_resident_memory_bytes": 100<<20 + n*rss*1024,
 			"go_memstats_heap_inuse_bytes":  50<<20 + n*60*1024,
 			"go_goroutines":                 10 + n*4,
-			"process_cpu_seconds_total":     float64(samples.Load()) * 0.25,
+			"process_cpu_seconds_total":     float64(k) * 0.25,
 		}, nil
 	}
 	res, err := Connections(ctx, tt, ConnectionsConfig{
