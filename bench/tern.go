@@ -211,5 +211,6 @@ func (c *ternConn) Stats() map[string]uint64 {
 		"inline": s.Inline, "stale_notifies": s.StaleNotifies,
 		"sends": s.Sends, "send_retries": s.SendRetries,
 		"migrations": s.Migrations, "migration_failures": s.MigrationFailures, "dead_paths": s.DeadPaths,
+		"datagrams_out": s.DatagramsOut, "datagrams_in": s.DatagramsIn,
 	}
 }

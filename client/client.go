@@ -89,10 +89,6 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := newTransport(cfg.LocalAddr)
-	if err != nil {
-		return nil, err
-	}
 	tlsConf, tickets := cfg.tlsConfig()
 	c := &Client{
 		cfg:      cfg,
@@ -103,10 +99,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		first:    make(chan error, 1),
 		halted:   make(chan struct{}),
 		ready:    make(chan struct{}),
-		tr:       tr,
 		appState: cfg.AppState,
 		push:     cfg.Push,
 		wake:     make(chan struct{}, 1),
+	}
+	if c.tr, err = newTransport(cfg.LocalAddr, &c.stats); err != nil {
+		return nil, err
 	}
 	c.batch = &batcher{c: c, max: cfg.SendBatch, inFlight: cfg.SendsInFlight}
 	store := cfg.SeqStore
@@ -122,7 +120,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if store != nil {
 		seq, err := store.Load()
 		if err != nil {
-			tr.Close()
+			closeTransport(c.tr) // and its socket
 			return nil, fmt.Errorf("client: load seq: %w", err)
 		}
 		c.store = store
@@ -156,7 +154,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 }
 
-func newTransport(localAddr string) (*quic.Transport, error) {
+// newTransport opens a UDP socket on localAddr (any when empty) whose
+// datagrams count into st.
+func newTransport(localAddr string, st *counters) (*quic.Transport, error) {
 	var laddr *net.UDPAddr
 	if localAddr != "" {
 		a, err := net.ResolveUDPAddr("udp", localAddr)
@@ -169,7 +169,7 @@ func newTransport(localAddr string) (*quic.Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: listen udp: %w", err)
 	}
-	return &quic.Transport{Conn: &gatedConn{udp: udp}}, nil
+	return &quic.Transport{Conn: &gatedConn{udp: udp, st: st}}, nil
 }
 
 // Close stops the client: it closes the connection with code 0, stops the

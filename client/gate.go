@@ -33,6 +33,7 @@ const gateFallback = 250 * time.Millisecond
 // batched reads.
 type gatedConn struct {
 	udp  *net.UDPConn
+	st   *counters // datagrams in and out
 	mu   sync.Mutex
 	gate chan struct{} // nil: open; otherwise closed when the gate opens
 }
@@ -41,6 +42,9 @@ var _ net.PacketConn = (*gatedConn)(nil)
 
 func (g *gatedConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, addr, err := g.udp.ReadFrom(b)
+	if err == nil {
+		g.st.datagramsIn.Add(1)
+	}
 	g.mu.Lock()
 	gate := g.gate
 	g.mu.Unlock()
@@ -69,15 +73,22 @@ func (g *gatedConn) hold() (release func()) {
 	}
 }
 
-func (g *gatedConn) WriteTo(b []byte, addr net.Addr) (int, error) { return g.udp.WriteTo(b, addr) }
-func (g *gatedConn) Close() error                                 { return g.udp.Close() }
-func (g *gatedConn) LocalAddr() net.Addr                          { return g.udp.LocalAddr() }
-func (g *gatedConn) SetDeadline(t time.Time) error                { return g.udp.SetDeadline(t) }
-func (g *gatedConn) SetReadDeadline(t time.Time) error            { return g.udp.SetReadDeadline(t) }
-func (g *gatedConn) SetWriteDeadline(t time.Time) error           { return g.udp.SetWriteDeadline(t) }
-func (g *gatedConn) SetReadBuffer(n int) error                    { return g.udp.SetReadBuffer(n) }
-func (g *gatedConn) SetWriteBuffer(n int) error                   { return g.udp.SetWriteBuffer(n) }
-func (g *gatedConn) SyscallConn() (syscall.RawConn, error)        { return g.udp.SyscallConn() }
+func (g *gatedConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	n, err := g.udp.WriteTo(b, addr)
+	if err == nil {
+		g.st.datagramsOut.Add(1)
+	}
+	return n, err
+}
+
+func (g *gatedConn) Close() error                          { return g.udp.Close() }
+func (g *gatedConn) LocalAddr() net.Addr                   { return g.udp.LocalAddr() }
+func (g *gatedConn) SetDeadline(t time.Time) error         { return g.udp.SetDeadline(t) }
+func (g *gatedConn) SetReadDeadline(t time.Time) error     { return g.udp.SetReadDeadline(t) }
+func (g *gatedConn) SetWriteDeadline(t time.Time) error    { return g.udp.SetWriteDeadline(t) }
+func (g *gatedConn) SetReadBuffer(n int) error             { return g.udp.SetReadBuffer(n) }
+func (g *gatedConn) SetWriteBuffer(n int) error            { return g.udp.SetWriteBuffer(n) }
+func (g *gatedConn) SyscallConn() (syscall.RawConn, error) { return g.udp.SyscallConn() }
 
 // sessionCache wraps the TLS session cache to learn whether a dial can go
 // 0-RTT: when the ticket it returns does not allow early data, the dial's

@@ -24,7 +24,7 @@ import (
 func (c *Client) SwitchNetwork(ctx context.Context, localAddr string) error {
 	c.migrateMu.Lock()
 	defer c.migrateMu.Unlock()
-	tr, err := newTransport(localAddr)
+	tr, err := newTransport(localAddr, &c.stats)
 	if err != nil {
 		return fmt.Errorf("client: switch network: %w", err)
 	}

@@ -193,6 +193,11 @@ type Stats struct {
 	// Inline counts messages taken from Notify frames (capability 3)
 	// without a pull.
 	Inline uint64
+	// DatagramsOut and DatagramsIn count the UDP datagrams the client's
+	// sockets sent and received (QUIC packets, coalesced ones counting
+	// once), retransmissions and probes included.
+	DatagramsOut uint64
+	DatagramsIn  uint64
 }
 
 type counters struct {
@@ -202,6 +207,7 @@ type counters struct {
 	notifies, syncs, resyncs, messages, acks                     atomic.Uint64
 	sends, sendRetries, sendBatches, migrations, migrationFailed atomic.Uint64
 	deadPaths, staleWakes, inline                                atomic.Uint64
+	datagramsOut, datagramsIn                                    atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -228,5 +234,7 @@ func (c *counters) snapshot() Stats {
 		DeadPaths:         c.deadPaths.Load(),
 		StaleNotifies:     c.staleWakes.Load(),
 		Inline:            c.inline.Load(),
+		DatagramsOut:      c.datagramsOut.Load(),
+		DatagramsIn:       c.datagramsIn.Load(),
 	}
 }

@@ -540,3 +540,36 @@ func TestZeroRTTAfterOutage(t *testing.T) {
 		t.Fatalf("the reconnect after the outage did not use 0-RTT: %+v", st)
 	}
 }
+
+// TestDatagramCounters: the SDK's DatagramsOut and DatagramsIn (what the
+// reconnect-storm bench reports per reconnect) match, exactly, the
+// datagrams a clean proxy read from the client and delivered to it, once
+// the connection is quiet.
+func TestDatagramCounters(t *testing.T) {
+	s := testserver.Start(t, testserver.Options{})
+	px := newProxy(t, s.Addr, netsim.Link{}, netsim.Link{})
+	inB := newInbox(0)
+	a := sdk(t, s, "alice", "phone", 0, via(px, nil))
+	sdk(t, s, "bob", "phone", 0, func(c *client.Config) { c.OnMessage = inB.add })
+	ctx := ctxT(t, 30*time.Second)
+	sent := sendMany(t, ctx, a, "bob", 50, 4, "a")
+	checkReceived(t, "bob", inB.wait(t, 50, 10*time.Second), sent)
+
+	// Quiet: ACKs of the last packets are the last datagrams; the counts
+	// must meet within a few seconds (keepalives are 15s apart).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, ps := a.Stats(), px.Stats()
+		if st.DatagramsOut == uint64(ps.Up.Packets) && st.DatagramsIn == uint64(ps.Down.Delivered) && ps.Down.Queued == 0 && ps.Up.Queued == 0 {
+			if st.DatagramsOut < 10 || st.DatagramsIn < 10 {
+				t.Fatalf("too few datagrams for a handshake and 50 sends: %+v", st)
+			}
+			t.Logf("alice: %d datagrams out, %d in", st.DatagramsOut, st.DatagramsIn)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client counted out %d / in %d; proxy read %d from it and delivered %d to it", st.DatagramsOut, st.DatagramsIn, ps.Up.Packets, ps.Down.Delivered)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
