@@ -22,7 +22,9 @@ type TernConfig struct {
 	// a clone with its own session cache (for resumption and 0-RTT).
 	TLS *tls.Config
 	// Token mints a token for one of the benchmark's users (any device
-	// name; one device per user). Required. It is called on every connect.
+	// name; one device per user). Required. Like an app, each user keeps
+	// the token it got and asks for a new one after tokenReuse, so the
+	// tokens must be valid for longer than that.
 	Token func(user string) (string, error)
 	// Client, when set, adjusts each client's configuration last (timeouts,
 	// QUIC settings...). The bench owns OnMessage, SeqStore and TokenFunc.
@@ -62,6 +64,32 @@ var (
 type ternUser struct {
 	seq     *client.MemorySeqStore
 	tickets tls.ClientSessionCache
+
+	mu     sync.Mutex
+	token  string
+	minted time.Time
+}
+
+// tokenReuse is how long a user keeps a minted token. An app holds its
+// device's token across reconnects; minting one per connect would put an
+// Ed25519 signature per reconnect into the clients' CPU (~2% of a
+// reconnect storm's).
+const tokenReuse = 10 * time.Minute
+
+// tokenFor returns u's token, minting one with mint when it has none or
+// its token is older than tokenReuse.
+func (u *ternUser) tokenFor(mint func() (string, error)) (string, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.token != "" && time.Since(u.minted) < tokenReuse {
+		return u.token, nil
+	}
+	tok, err := mint()
+	if err != nil {
+		return "", err
+	}
+	u.token, u.minted = tok, time.Now()
+	return tok, nil
 }
 
 // NewTern returns the Tern target.
@@ -152,7 +180,7 @@ func (t *Tern) Connect(ctx context.Context, user string, deliver func(Delivery))
 		LocalAddr: t.localAddr(),
 		SeqStore:  u.seq,
 		TokenFunc: func(context.Context) (string, error) {
-			return t.cfg.Token(user)
+			return u.tokenFor(func() (string, error) { return t.cfg.Token(user) })
 		},
 	}
 	if t.noEarly.Load() {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,6 +94,13 @@ func TestLatencyTern(t *testing.T) {
 
 func TestStormTern(t *testing.T) {
 	tt, _ := ternTarget(t)
+	var mints sync.Map // user → *atomic.Int64
+	mint := tt.cfg.Token
+	tt.cfg.Token = func(user string) (string, error) {
+		n, _ := mints.LoadOrStore(user, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+		return mint(user)
+	}
 	res, err := Storm(testCtx(t), tt, StormConfig{Clients: 20, Senders: 2, Timeout: Duration(20 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +120,25 @@ func TestStormTern(t *testing.T) {
 	// Three sessions per client: warm-up and two storms, each resumed.
 	if res.Validation.Sessions != 60 || res.Validation.Delivered != 60 {
 		t.Errorf("sessions %d, delivered %d; want 60 and 60", res.Validation.Sessions, res.Validation.Delivered)
+	}
+	// Each user minted one token and kept it through the storms, as an
+	// app keeps its device's token.
+	users := 0
+	mints.Range(func(user, n any) bool {
+		users++
+		if got := n.(*atomic.Int64).Load(); got != 1 {
+			t.Errorf("%s: %d tokens minted, want 1", user, got)
+		}
+		return true
+	})
+	if users != 22 {
+		t.Errorf("%d users minted tokens, want 22 (20 clients, 2 senders)", users)
+	}
+	// A reconnect costs at least the handshake's datagrams each way.
+	for _, name := range []string{"0rtt_datagrams_out_per_client", "0rtt_datagrams_in_per_client", "full_datagrams_out_per_client", "full_datagrams_in_per_client"} {
+		if f, ok := res.Figure(name); !ok || f.Value < 3 {
+			t.Errorf("%s: %v (reported: %v), want at least 3", name, f.Value, ok)
+		}
 	}
 }
 
