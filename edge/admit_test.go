@@ -225,3 +225,36 @@ func TestListenReceiveBuffer(t *testing.T) {
 		t.Fatalf("receive buffer %d bytes, want at least %d", got, floor)
 	}
 }
+
+// TestListenCountsDrops: a datagram quic-go cannot parse is dropped by the
+// transport before any connection, and the listener counts it by reason.
+func TestListenCountsDrops(t *testing.T) {
+	m := &countMetrics{}
+	l, _ := testListener(t, QUICOptions{Metrics: m})
+	c, err := net.Dial("udp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const want = 3
+	for range want {
+		// A short header (fixed bit set) too short to hold a connection ID.
+		if _, err := c.Write([]byte{0x40, 0x01}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := MetricPacketsDropped + "/header_parse_error"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m.mu.Lock()
+		got := m.added[key]
+		m.mu.Unlock()
+		if got == want {
+			return
+		}
+		if got > want || time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want %d", key, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -139,7 +139,8 @@ type QUICOptions struct {
 	// allowed).
 	ReceiveBuffer int
 	// Metrics receives the listener's handshake metrics
-	// (MetricHandshakeWait, MetricHandshakesShed); nil discards them.
+	// (MetricHandshakeWait, MetricHandshakesShed) and the packets its QUIC
+	// transport dropped (MetricPacketsDropped); nil discards them.
 	Metrics core.Metrics
 }
 
@@ -227,7 +228,7 @@ func Listen(addr string, tlsConf *tls.Config, o QUICOptions) (*Listener, error) 
 // ListenOn is Listen over a socket the caller opened (and keeps owning).
 func ListenOn(pc net.PacketConn, tlsConf *tls.Config, o QUICOptions) (*Listener, error) {
 	o = o.withDefaults()
-	tr := &quic.Transport{Conn: pc}
+	tr := &quic.Transport{Conn: pc, Tracer: dropCounter{m: o.Metrics}}
 	tlsConf = tlsConf.Clone()
 	if o.Secrets != nil {
 		tr.StatelessResetKey = &o.Secrets.StatelessReset

@@ -16,6 +16,7 @@ const (
 	MetricZeroRTT        = "edge_0rtt_connections_total"
 	MetricHandshakeWait  = "edge_tls_handshake_wait_seconds" // histogram: a TLS handshake's wait for its turn (QUICOptions.Handshakes)
 	MetricHandshakesShed = "edge_tls_handshakes_shed_total"  // label reason: queue_timeout
+	MetricPacketsDropped = "edge_quic_packets_dropped_total" // label reason: quic-go's qlog drop trigger (dos_prevention...)
 )
 
 // MetricDescs lists the edge's metrics.
@@ -32,4 +33,5 @@ var MetricDescs = []core.MetricDesc{
 	{Name: MetricZeroRTT, Help: "Connections that used 0-RTT.", Kind: core.Counter},
 	{Name: MetricHandshakeWait, Help: "Time a TLS handshake waited for its turn (the listener works on a few at once).", Kind: core.Histogram},
 	{Name: MetricHandshakesShed, Help: "TLS handshakes refused, by reason (queue_timeout: waited half the handshake timeout).", Kind: core.Counter, Label: "reason"},
+	{Name: MetricPacketsDropped, Help: "Packets the listener's QUIC transport dropped before they reached a connection, by reason (dos_prevention: the server's receive queue was full).", Kind: core.Counter, Label: "reason"},
 }
