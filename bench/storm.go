@@ -249,17 +249,12 @@ func Storm(ctx context.Context, t Target, cfg StormConfig) (*Result, error) {
 		if i == 0 {
 			res.Latency = catch.cdf(ph.name + ": storm start → caught up")
 		}
-		// The datagrams a reconnect costs: a calm one is about ten; in a
-		// storm, waiting handshakes add probes and retransmissions.
+		// The datagrams a reconnect costs: a calm one about eight each way;
+		// in a storm, waiting handshakes add probes and retransmissions.
 		if st := sumStats(nil, cconns); st != nil {
 			res.add(ph.name+"_datagrams_out_per_client", ph.name+": datagrams a client sent", float64(st["datagrams_out"])/float64(len(clients)), "")
 			res.add(ph.name+"_datagrams_in_per_client", ph.name+": datagrams a client received", float64(st["datagrams_in"])/float64(len(clients)), "")
-			for k, v := range st {
-				if res.Counters == nil {
-					res.Counters = make(map[string]uint64)
-				}
-				res.Counters[k] += v
-			}
+			res.Counters = addCounts(res.Counters, st)
 		}
 	}
 	if canZ {

@@ -23,8 +23,8 @@ type TernConfig struct {
 	TLS *tls.Config
 	// Token mints a token for one of the benchmark's users (any device
 	// name; one device per user). Required. Like an app, each user keeps
-	// the token it got and asks for a new one after tokenReuse, so the
-	// tokens must be valid for longer than that.
+	// the token it got and asks for a new one after 10 minutes
+	// (tokenReuse), so tokens must be valid for longer than that.
 	Token func(user string) (string, error)
 	// Client, when set, adjusts each client's configuration last (timeouts,
 	// QUIC settings...). The bench owns OnMessage, SeqStore and TokenFunc.

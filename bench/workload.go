@@ -174,13 +174,19 @@ func closeAll(conns []Conn) {
 func sumStats(into map[string]uint64, conns []Conn) map[string]uint64 {
 	for _, c := range conns {
 		if sr, ok := c.(StatsReporter); ok {
-			if into == nil {
-				into = make(map[string]uint64)
-			}
-			for k, v := range sr.Stats() {
-				into[k] += v
-			}
+			into = addCounts(into, sr.Stats())
 		}
+	}
+	return into
+}
+
+// addCounts adds from's counters to into (made when nil) and returns it.
+func addCounts(into, from map[string]uint64) map[string]uint64 {
+	if into == nil {
+		into = make(map[string]uint64, len(from))
+	}
+	for k, v := range from {
+		into[k] += v
 	}
 	return into
 }
