@@ -52,29 +52,57 @@ type batcher struct {
 	wg      sync.WaitGroup
 }
 
-// submit queues q and starts a runner when a request slot is free. It
-// reports false once the client is closed.
+// submit hands q to the batcher. When a request slot is free and no send
+// is waiting, q takes the slot and submit runs its request on the caller's
+// goroutine: a lone send needs no other goroutine (whose stack would grow
+// through the whole request path, send after send) and no handoff. Else q
+// queues, and a runner starts when a slot is free. submit reports false
+// once the client is closed.
 func (b *batcher) submit(q *queuedSend) bool {
 	b.c.mu.Lock()
 	closed := b.c.closed
+	inline, start := false, false
 	if !closed {
 		b.mu.Lock()
-		b.queue = append(b.queue, q)
-		start := b.running < b.inFlight
-		if start {
+		if b.running < b.inFlight {
 			b.running++
 			b.wg.Add(1)
+			inline = len(b.queue) == 0
+			start = !inline
+		}
+		if !inline {
+			b.queue = append(b.queue, q)
 		}
 		b.mu.Unlock()
-		if start {
-			go b.run()
-		}
 	}
 	b.c.mu.Unlock()
+	switch {
+	case inline:
+		b.send([]*queuedSend{q})
+		b.handOff()
+	case start:
+		go b.run()
+	}
 	return !closed
 }
 
-// run sends batches until the queue is empty.
+// handOff frees the slot of a send that ran inline, or passes it to a
+// runner for the sends that queued meanwhile.
+func (b *batcher) handOff() {
+	b.mu.Lock()
+	queued := len(b.queue) > 0
+	if !queued {
+		b.running--
+	}
+	b.mu.Unlock()
+	if queued {
+		go b.run()
+	} else {
+		b.wg.Done()
+	}
+}
+
+// run sends batches until the queue is empty, then frees its slot.
 func (b *batcher) run() {
 	defer b.wg.Done()
 	for {

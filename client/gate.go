@@ -3,6 +3,7 @@ package client
 import (
 	"crypto/tls"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
@@ -36,14 +37,25 @@ type gatedConn struct {
 	st   *counters // datagrams in and out
 	mu   sync.Mutex
 	gate chan struct{} // nil: open; otherwise closed when the gate opens
+
+	// The last sender's address as a net.Addr, reused while datagrams come
+	// from it (nearly always) so that a read allocates nothing. Only the
+	// transport's one reading goroutine uses these.
+	from     netip.AddrPort
+	fromAddr net.Addr
 }
 
 var _ net.PacketConn = (*gatedConn)(nil)
 
 func (g *gatedConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, addr, err := g.udp.ReadFrom(b)
+	n, from, err := g.udp.ReadFromUDPAddrPort(b)
+	var addr net.Addr
 	if err == nil {
 		g.st.datagramsIn.Add(1)
+		if from != g.from || g.fromAddr == nil {
+			g.from, g.fromAddr = from, net.UDPAddrFromAddrPort(from)
+		}
+		addr = g.fromAddr
 	}
 	g.mu.Lock()
 	gate := g.gate
@@ -74,7 +86,13 @@ func (g *gatedConn) hold() (release func()) {
 }
 
 func (g *gatedConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	n, err := g.udp.WriteTo(b, addr)
+	var n int
+	var err error
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		n, err = g.udp.WriteToUDPAddrPort(b, ua.AddrPort()) // no sockaddr allocated
+	} else {
+		n, err = g.udp.WriteTo(b, addr)
+	}
 	if err == nil {
 		g.st.datagramsOut.Add(1)
 	}

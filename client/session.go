@@ -163,34 +163,58 @@ func errRequestTooLarge(n, limit int) error {
 
 // startRequest opens a stream, writes req and closes the send side.
 func (s *session) startRequest(ctx context.Context, req *wire.Request) (*quic.Stream, error) {
-	buf, err := wire.AppendFrame(nil, req)
-	if err != nil {
-		return nil, err
-	}
-	if n, _ := binary.Uvarint(buf); n > uint64(s.maxWrite) {
-		return nil, errRequestTooLarge(int(n), s.maxWrite)
-	}
-	str, err := s.conn.OpenStreamSync(ctx)
+	str, buf, err := s.openRequest(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { abortStream(str) })
 	defer stop()
+	if err := writeRequest(ctx, str, buf); err != nil {
+		return nil, err
+	}
+	return str, nil
+}
+
+// openRequest encodes req and opens its stream.
+func (s *session) openRequest(ctx context.Context, req *wire.Request) (*quic.Stream, []byte, error) {
+	buf, err := wire.AppendFrame(nil, req)
+	if err != nil {
+		return nil, nil, err
+	}
+	if n, _ := binary.Uvarint(buf); n > uint64(s.maxWrite) {
+		return nil, nil, errRequestTooLarge(int(n), s.maxWrite)
+	}
+	str, err := s.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return str, buf, nil
+}
+
+// writeRequest writes the encoded request and closes the send side; ctx
+// must abort str when it ends.
+func writeRequest(ctx context.Context, str *quic.Stream, buf []byte) error {
 	if _, err := str.Write(buf); err != nil {
 		abortStream(str)
-		return nil, ctxOr(ctx, err)
+		return ctxOr(ctx, err)
 	}
 	if err := str.Close(); err != nil {
 		abortStream(str)
-		return nil, ctxOr(ctx, err)
+		return ctxOr(ctx, err)
 	}
-	return str, nil
+	return nil
 }
 
 // readResponse reads the one Response of a request stream.
 func (s *session) readResponse(ctx context.Context, str *quic.Stream) (*wire.Response, error) {
 	stop := context.AfterFunc(ctx, func() { abortStream(str) })
 	defer stop()
+	return s.awaitResponse(ctx, str)
+}
+
+// awaitResponse reads the one Response of a request stream; ctx must abort
+// str when it ends.
+func (s *session) awaitResponse(ctx context.Context, str *quic.Stream) (*wire.Response, error) {
 	var resp wire.Response
 	if _, err := wire.ReadMessage(str, s.maxRead, nil, &resp); err != nil {
 		abortStream(str)
@@ -206,8 +230,9 @@ func (s *session) readResponse(ctx context.Context, str *quic.Stream) (*wire.Res
 	return &resp, nil
 }
 
-// roundTrip runs one request on its own stream. A request that is not safe
-// to replay waits for the handshake, so that it never goes in 0-RTT data.
+// roundTrip runs one request on its own stream, with one watch of ctx for
+// the whole exchange. A request that is not safe to replay waits for the
+// handshake, so that it never goes in 0-RTT data.
 func (s *session) roundTrip(ctx context.Context, req *wire.Request, replaySafe bool) (*wire.Response, error) {
 	if !replaySafe {
 		select {
@@ -216,11 +241,16 @@ func (s *session) roundTrip(ctx context.Context, req *wire.Request, replaySafe b
 			return nil, context.Cause(ctx)
 		}
 	}
-	str, err := s.startRequest(ctx, req)
+	str, buf, err := s.openRequest(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	return s.readResponse(ctx, str)
+	stop := context.AfterFunc(ctx, func() { abortStream(str) })
+	defer stop()
+	if err := writeRequest(ctx, str, buf); err != nil {
+		return nil, err
+	}
+	return s.awaitResponse(ctx, str)
 }
 
 func abortStream(str *quic.Stream) {
