@@ -66,12 +66,17 @@ type Client struct {
 	// wake needs a round whatever notified says (a new session, a move).
 	notified atomic.Uint64
 	forced   atomic.Bool
+	// answered is the highest seq of the client's own entries that send
+	// answers announced (capability 4: no Notify comes for them). A gap
+	// below one is left a moment for the answers still on their way before
+	// the pull loop pulls it.
+	answered atomic.Uint64
 
 	wake    chan struct{} // cap 1: asks the pull loop for a round
 	batch   *batcher      // packs concurrent sends into requests
 	pullMu  sync.Mutex
 	waiters []chan error  // Sync calls waiting for the next complete round
-	offered []*wire.Entry // entries a Notify carried, contiguous, for the pull loop
+	offered []*wire.Entry // entries Notifies and send answers carried, in seq order, for the pull loop
 	msgs    chan Message  // nil when Config.OnMessage is set
 
 	eventMu   sync.Mutex

@@ -75,6 +75,11 @@ type fakeServer struct {
 	// failBodies answers sends with these bodies with these errors, one
 	// per send, storing nothing.
 	failBodies map[string][]*wire.Error
+	// answersOnly: like a capability-4 server, no Notify to the sending
+	// session for the entry its send created (quietFor is that session
+	// while the send appends).
+	answersOnly bool
+	quietFor    *fakeSession
 }
 
 type fakeBox struct {
@@ -504,7 +509,11 @@ func (f *fakeServer) send(s *fakeSession, r *wire.SendRequest) (*wire.Response, 
 	rand.Read(id)
 	now := time.Now().UnixMilli()
 	e := &wire.Entry{Id: id, From: s.user, FromDevice: s.device, To: r.GetUser(), Group: r.GetGroup(), Body: r.GetBody(), SentAtMs: now}
+	if f.answersOnly {
+		f.quietFor = s
+	}
 	seq := f.appendLocked(s.user, e, r.GetClientMsgId())
+	f.quietFor = nil
 	for _, u := range to {
 		if u != s.user {
 			f.appendLocked(u, e, "")
@@ -535,7 +544,7 @@ func (f *fakeServer) appendLocked(user string, e *wire.Entry, clientMsgID string
 	}
 	b.entries = append(b.entries, c)
 	for s := range f.sessions {
-		if s.user == user {
+		if s.user == user && s != f.quietFor {
 			s.notify(c.Seq)
 		}
 	}

@@ -23,8 +23,12 @@ func (c *Client) wakeNotified(seq uint64) {
 	c.signalPull()
 }
 
-// offerInline hands the entries a Notify carried to the pull loop. They
-// extend what is already offered when they continue it, else replace it.
+// offerInline hands the entries a Notify carried to the pull loop: a run,
+// contiguous and in order (else it is ignored: the pull path stays the
+// source of truth). They are merged with what is already offered, which
+// stays in seq order without duplicates and may have gaps: the entries
+// above a gap wait for it to be filled (by a send answer still on its way,
+// a later Notify) or passed by a pull.
 func (c *Client) offerInline(es []*wire.Entry) {
 	if len(es) == 0 {
 		return
@@ -36,33 +40,90 @@ func (c *Client) offerInline(es []*wire.Entry) {
 	}
 	c.pullMu.Lock()
 	defer c.pullMu.Unlock()
-	if n := len(c.offered); n > 0 {
-		last := c.offered[n-1].GetSeq()
-		if first := es[0].GetSeq(); first <= last+1 && first >= c.offered[0].GetSeq() {
-			if es[len(es)-1].GetSeq() > last {
-				c.offered = append(c.offered, es[last+1-first:]...)
-			}
-			return
-		}
+	c.offered = mergeEntries(c.offered, es)
+	if n := len(c.offered); n > maxOffered {
+		c.offered = c.offered[n-maxOffered:]
 	}
-	c.offered = es
 }
 
-// takeInline hands the app the offered entries when they continue the local
-// seq, as a Sync page would, and reports whether it did.
+// maxOffered bounds the entries waiting in Client.offered; a pull fetches
+// whatever was dropped.
+const maxOffered = 1024
+
+// mergeEntries merges two seq-ordered entry lists, keeping one entry per
+// seq (a's).
+func mergeEntries(a, b []*wire.Entry) []*wire.Entry {
+	if len(a) == 0 {
+		return b
+	}
+	if b[0].GetSeq() > a[len(a)-1].GetSeq() {
+		return append(a, b...)
+	}
+	out := make([]*wire.Entry, 0, len(a)+len(b))
+	for len(a) > 0 || len(b) > 0 {
+		switch {
+		case len(b) == 0 || len(a) > 0 && a[0].GetSeq() < b[0].GetSeq():
+			out, a = append(out, a[0]), a[1:]
+		case len(a) == 0 || b[0].GetSeq() < a[0].GetSeq():
+			out, b = append(out, b[0]), b[1:]
+		default:
+			out, a, b = append(out, a[0]), a[1:], b[1:]
+		}
+	}
+	return out
+}
+
+// ownEntry offers the entry a send created in the sender's own mailbox,
+// built from the request and its answer, as a Notify would carry it
+// inline: a server of capability 4 sends no Notify for it. A duplicate's
+// answer is only a hint (the first send's body may differ): a pull fetches
+// that entry if the client lacks it.
+func (c *Client) ownEntry(sr *wire.SendRequest, r *wire.SendResponse) {
+	if !r.GetDuplicate() {
+		c.mu.Lock()
+		user, device := c.user, c.device
+		c.mu.Unlock()
+		if user != "" {
+			c.offerInline([]*wire.Entry{{
+				Seq: r.GetSeq(), Id: r.GetId(), From: user, FromDevice: device,
+				To: sr.GetUser(), Group: sr.GetGroup(), Body: sr.GetBody(),
+				SentAtMs: r.GetSentAtMs(), ClientMsgId: sr.GetClientMsgId(),
+			}})
+		}
+	}
+	raise(&c.answered, r.GetSeq())
+	c.signalPull()
+}
+
+// takeInline hands the app the offered entries that continue the local
+// seq, as a Sync page would, and reports whether it did. Offered entries at
+// or below the local seq are dropped; those above a gap stay.
 func (c *Client) takeInline(ctx context.Context) (bool, error) {
+	local := c.local.Load()
 	c.pullMu.Lock()
 	es := c.offered
-	c.offered = nil
+	i := 0
+	for i < len(es) && es[i].GetSeq() <= local {
+		i++
+	}
+	j := i
+	for j < len(es) && es[j].GetSeq() == local+1+uint64(j-i) {
+		j++
+	}
+	run := es[i:j]
+	if j == len(es) {
+		c.offered = nil
+	} else {
+		c.offered = es[j:]
+	}
 	c.pullMu.Unlock()
-	local := c.local.Load()
-	if len(es) == 0 || es[0].GetSeq() > local+1 || es[len(es)-1].GetSeq() <= local {
+	if len(run) == 0 {
 		return false, nil
 	}
-	if err := c.applyPage(ctx, &wire.SyncResponse{Entries: es}); err != nil {
+	if err := c.applyPage(ctx, &wire.SyncResponse{Entries: run}); err != nil {
 		return false, err
 	}
-	c.stats.inline.Add(es[len(es)-1].GetSeq() - local)
+	c.stats.inline.Add(run[len(run)-1].GetSeq() - local)
 	return true, nil
 }
 
@@ -78,6 +139,10 @@ func (c *Client) signalPull() {
 // too, so while pulled messages stream in few Ack requests are needed;
 // entries taken inline are acknowledged only by this Ack.
 const ackDelay = 25 * time.Millisecond
+
+// gapWait is how long the pull loop leaves a gap below an answered own
+// entry for the answers of concurrent sends to fill before it pulls.
+const gapWait = 100 * time.Millisecond
 
 // Sync pulls now and returns when the client has caught up with the mailbox
 // (every message handed over, the seq saved and acknowledged), when ctx is
@@ -119,6 +184,12 @@ func (c *Client) pullLoop() {
 			armed = true
 		}
 	}
+	// gapTimer bounds the wait for the answers that fill a gap below an
+	// answered own entry (they come out of order when sends run at once).
+	gapTimer := time.NewTimer(time.Hour)
+	gapTimer.Stop()
+	defer gapTimer.Stop()
+	gapArmed, gapLocal := false, uint64(0) // gapLocal: the local seq when armed
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -127,6 +198,16 @@ func (c *Client) pullLoop() {
 			armed = false
 			c.ackCaughtUp(c.ctx)
 			continue
+		case <-gapTimer.C:
+			gapArmed = false
+			if local := c.local.Load(); c.answered.Load() > local {
+				if local != gapLocal { // progress: wait once more
+					gapTimer.Reset(gapWait)
+					gapArmed, gapLocal = true, local
+					continue
+				}
+				raise(&c.notified, c.answered.Load()) // no progress: pull what is missing
+			}
 		case <-c.wake:
 		}
 		c.pullMu.Lock()
@@ -139,6 +220,10 @@ func (c *Client) pullLoop() {
 		}
 		forced := c.forced.Swap(false)
 		if !forced && len(waiters) == 0 && c.notified.Load() <= c.local.Load() {
+			if local := c.local.Load(); c.answered.Load() > local && !gapArmed {
+				gapTimer.Reset(gapWait)
+				gapArmed, gapLocal = true, local
+			}
 			if took {
 				armAck()
 			} else {

@@ -181,6 +181,7 @@ func (c *Client) SendWith(ctx context.Context, o SendOptions) (SendResult, error
 		return res, err
 	}
 	c.stats.sends.Add(1)
+	c.ownEntry(sr, r)
 	res.ID = messageID(r.GetId())
 	res.Seq = r.GetSeq()
 	res.SentAt = time.UnixMilli(r.GetSentAtMs())

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,13 +46,19 @@ type conn struct {
 	flushes   sync.WaitGroup
 	st        *quic.Stream
 	wbuf      []byte
-	sent      uint64                      // newest head written in a Notify (or the Welcome)
-	inline    int                         // bytes of entry bodies a Notify may carry; 0: none (client below capability 3)
-	pending   []*core.Entry               // new entries above sent, for the next Notify; bodies within inline bytes
-	pendingN  int                         // bytes of pending's bodies
-	notifySeq atomic.Uint64               // newest head the backend reported
-	known     atomic.Uint64               // highest seq the client has been sent or reported
-	goaway    atomic.Pointer[wire.GoAway] // a GoAway to write
+	sent      uint64        // newest head written in a Notify (or the Welcome)
+	inline    int           // bytes of entry bodies a Notify may carry; 0: none (client below capability 3)
+	pending   []*core.Entry // new entries above sent, for the next Notify; bodies within inline bytes
+	pendingN  int           // bytes of pending's bodies
+	notifySeq atomic.Uint64 // newest head the backend reported
+	// Capability 4: a send's answer tells the client its own new entry, so
+	// no Notify is written for it. answers says the client speaks it;
+	// sending counts this connection's sends whose answer is not written
+	// yet, by client message id.
+	answers bool
+	sending map[core.ClientMsgID]int
+	known   atomic.Uint64               // highest seq the client has been sent or reported
+	goaway  atomic.Pointer[wire.GoAway] // a GoAway to write
 	// goAwayOut is closed once a GoAway is on the session stream (or the
 	// session writer has stopped), for the drain to wait on.
 	goAwayOut  chan struct{}
@@ -80,9 +87,80 @@ func (c *conn) Notify(head core.Seq, e *core.Entry) {
 	defer c.wmu.Unlock()
 	if e != nil && e.Seq == head {
 		c.keep(e)
+		if c.answers && e.From == c.id.User && e.FromDevice == c.id.Device && c.sending[e.ClientMsgID] > 0 {
+			// The send's answer will tell the client: no flush for it. A
+			// Notify that a later entry brings still carries it inline,
+			// and endSends flushes after all if the answer fails.
+			raise(&c.notifySeq, uint64(head))
+			c.s.m.Add(MetricNotifiesAnswered, "", 1)
+			return
+		}
 	}
 	if raise(&c.notifySeq, uint64(head)) && !c.kickLocked() {
 		c.s.m.Add(MetricNotifiesMerged, "", 1)
+	}
+}
+
+// beginSends counts the sends of req (a send or a send_batch) as in flight
+// on this connection, for Notify to recognise the entries they create.
+func (c *conn) beginSends(req *wire.Request) {
+	if !c.answers {
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.sending == nil {
+		c.sending = make(map[core.ClientMsgID]int)
+	}
+	eachSend(req, func(id core.ClientMsgID) { c.sending[id]++ })
+}
+
+// endSends settles the sends of req once its answer resp is written
+// (answered) or could not be (the stream failed). A written answer told the
+// client the entries its sends created: one that continues what Notifies
+// told needs no Notify, not even inline in a later one. A failed one told
+// nothing: a flush writes the Notify that was left out.
+func (c *conn) endSends(req *wire.Request, resp *wire.Response, answered bool) {
+	if !c.answers {
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	eachSend(req, func(id core.ClientMsgID) {
+		if c.sending[id]--; c.sending[id] <= 0 {
+			delete(c.sending, id)
+		}
+	})
+	if !answered {
+		c.kickLocked()
+		return
+	}
+	var seqs []uint64
+	if ok := resp.GetSend(); ok != nil {
+		seqs = append(seqs, ok.GetSeq())
+	}
+	for _, r := range resp.GetSendBatch().GetResults() {
+		if ok := r.GetOk(); ok != nil {
+			seqs = append(seqs, ok.GetSeq())
+		}
+	}
+	slices.Sort(seqs)
+	for _, seq := range seqs {
+		if seq == c.sent+1 {
+			c.sent = seq
+		}
+	}
+}
+
+// eachSend calls f with the client message id of every send in req.
+func eachSend(req *wire.Request, f func(core.ClientMsgID)) {
+	switch r := req.Req.(type) {
+	case *wire.Request_Send:
+		f(core.ClientMsgID(r.Send.GetClientMsgId()))
+	case *wire.Request_SendBatch:
+		for _, sr := range r.SendBatch.GetSends() {
+			f(core.ClientMsgID(sr.GetClientMsgId()))
+		}
 	}
 }
 
@@ -427,11 +505,12 @@ func (c *conn) hello(st *quic.Stream) (*wire.Welcome, bool) {
 		Resume:   h.GetResumeSession(),
 		Push:     toCorePush(h.GetPush()),
 	}
+	c.wmu.Lock() // before Attach: notifies may follow at once
 	if h.GetCapabilityVersion() >= 3 && cfg.InlineBytes > 0 {
-		c.wmu.Lock()
-		c.inline = cfg.InlineBytes // before Attach: notifies may follow at once
-		c.wmu.Unlock()
+		c.inline = cfg.InlineBytes
 	}
+	c.answers = h.GetCapabilityVersion() >= 4
+	c.wmu.Unlock()
 	ctx, cancel := context.WithTimeout(c.ctx, cfg.RequestTimeout)
 	sess, w, err := c.s.backend.Attach(ctx, info, c)
 	cancel()
@@ -569,6 +648,7 @@ func (c *conn) serveRequest(st *quic.Stream) {
 			defer st.CancelRead(quic.StreamErrorCode(code))
 		}
 	} else {
+		c.beginSends(&req)
 		ctx, cancel := context.WithDeadline(c.ctx, deadline)
 		kind = c.dispatch(ctx, &req, &resp)
 		cancel()
@@ -582,6 +662,7 @@ func (c *conn) serveRequest(st *quic.Stream) {
 		*bufp = out[:0]
 		_, err = st.Write(out)
 	}
+	c.endSends(&req, &resp, err == nil)
 	if err != nil {
 		st.CancelWrite(quic.StreamErrorCode(wire.CodeInternal))
 		return

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/ternhq/tern/core"
+	"github.com/ternhq/tern/wire"
 )
 
 func TestInlineRun(t *testing.T) {
@@ -48,5 +49,66 @@ func TestInlineRun(t *testing.T) {
 	c.Notify(s(20, "x"))
 	if old.pending != nil || c.pending != nil {
 		t.Fatal("kept an entry it must not")
+	}
+}
+
+// TestAnsweredOwnEntries: capability 4 bookkeeping. An entry made by a send
+// in flight on the connection raises the head without a flush; an answer
+// that is written moves what the client was told past it; one that fails
+// flushes, so that a Notify tells the client after all.
+func TestAnsweredOwnEntries(t *testing.T) {
+	newConn := func() *conn {
+		return &conn{s: &Server{m: core.NopMetrics{}}, answers: true, open: true, stopped: true, inline: 100,
+			id: Identity{User: "alice", Device: "phone"}}
+	}
+	own := func(seq core.Seq, id string) (core.Seq, *core.Entry) {
+		return seq, &core.Entry{Seq: seq, From: "alice", FromDevice: "phone", ClientMsgID: core.ClientMsgID(id), Body: []byte("b")}
+	}
+	send := func(id string) *wire.Request {
+		return &wire.Request{Req: &wire.Request_Send{Send: &wire.SendRequest{ClientMsgId: id}}}
+	}
+	answer := func(seq uint64) *wire.Response {
+		return &wire.Response{Resp: &wire.Response_Send{Send: &wire.SendResponse{Seq: seq}}}
+	}
+
+	c := newConn()
+	c.beginSends(send("m1"))
+	c.Notify(own(1, "m1"))
+	if c.dirty || c.notifySeq.Load() != 1 {
+		t.Fatalf("own entry: dirty %v, head %d; want no flush, head 1", c.dirty, c.notifySeq.Load())
+	}
+	c.endSends(send("m1"), answer(1), true)
+	if c.sent != 1 || c.dirty || len(c.sending) != 0 {
+		t.Fatalf("answered: sent %d, dirty %v, sending %v; want 1, false, none", c.sent, c.dirty, c.sending)
+	}
+
+	// The same entry from another device's send, or with the send no
+	// longer in flight: a Notify as usual.
+	c.Notify(own(2, "m1"))
+	if !c.dirty {
+		t.Fatal("an entry of no send in flight here: no flush")
+	}
+
+	// An answer that could not be written: flush.
+	c = newConn()
+	c.beginSends(send("m2"))
+	c.Notify(own(1, "m2"))
+	c.endSends(send("m2"), answer(1), false)
+	if !c.dirty || c.sent != 0 {
+		t.Fatalf("failed answer: dirty %v, sent %d; want a flush, sent 0", c.dirty, c.sent)
+	}
+
+	// Answers out of order: sent moves only over what continues it.
+	c = newConn()
+	c.beginSends(send("a"))
+	c.beginSends(send("b"))
+	c.Notify(own(1, "a"))
+	c.Notify(own(2, "b"))
+	c.endSends(send("b"), answer(2), true)
+	if c.sent != 0 {
+		t.Fatalf("answer 2 before 1: sent %d, want 0", c.sent)
+	}
+	if run := c.inlineRun(c.sent, 2); len(run) != 2 {
+		t.Fatalf("a Notify now would carry %d entries, want both", len(run))
 	}
 }

@@ -16,7 +16,11 @@ const ALPN = "tern/1"
 //   - 1: the first version.
 //   - 2: Request.send_batch.
 //   - 3: Notify.entries (small new messages inline in the Notify).
-const CapabilityVersion = 3
+//   - 4: a send's answer stands for the Notify of the sender's own new
+//     entry: the server writes no Notify for an entry that a send on the
+//     same connection created once that send is answered, and the client
+//     builds the entry from its request, the answer and the Welcome.
+const CapabilityVersion = 4
 
 // MaxSendBatch is the most sends a SendBatchRequest may carry.
 const MaxSendBatch = 64

@@ -36,7 +36,9 @@ func BenchmarkSendDeliver(b *testing.B) {
 	senders := make([]*client.Client, pairs)
 	clients := make([]*client.Client, 0, 2*pairs)
 	for i := range pairs {
-		senders[i] = sdk(b, s, fmt.Sprint("s", i), "d", 0, nil)
+		// Senders take their own copies as an app would (a full Messages
+		// channel would stall their pull loops).
+		senders[i] = sdk(b, s, fmt.Sprint("s", i), "d", 0, func(c *client.Config) { c.OnMessage = func(client.Message) {} })
 		clients = append(clients, senders[i], sdk(b, s, fmt.Sprint("r", i), "d", 0, func(c *client.Config) {
 			c.OnMessage = func(m client.Message) {
 				if m.Mine {
