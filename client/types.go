@@ -187,8 +187,9 @@ type Stats struct {
 	MigrationFailures uint64
 	// DeadPaths counts paths declared dead by Config.DeadPathTimeout.
 	DeadPaths uint64
-	// StaleNotifies counts Notifies that needed no pull: an earlier pull
-	// had already fetched what they announced.
+	// StaleNotifies counts wakes of the pull loop by a Notify or a send's
+	// answer that found nothing to do: what they announced had already been
+	// fetched or taken.
 	StaleNotifies uint64
 	// Inline counts messages taken from Notify frames (capability 3)
 	// without a pull.
