@@ -104,7 +104,7 @@ func (c *conn) Notify(head core.Seq, e *core.Entry) {
 // beginSends counts the sends of req (a send or a send_batch) as in flight
 // on this connection, for Notify to recognise the entries they create.
 func (c *conn) beginSends(req *wire.Request) {
-	if !c.answers {
+	if !c.answers || !carriesSends(req) {
 		return
 	}
 	c.wmu.Lock()
@@ -121,7 +121,7 @@ func (c *conn) beginSends(req *wire.Request) {
 // told needs no Notify, not even inline in a later one. A failed one told
 // nothing: a flush writes the Notify that was left out.
 func (c *conn) endSends(req *wire.Request, resp *wire.Response, answered bool) {
-	if !c.answers {
+	if !c.answers || !carriesSends(req) {
 		return
 	}
 	c.wmu.Lock()
@@ -150,6 +150,15 @@ func (c *conn) endSends(req *wire.Request, resp *wire.Response, answered bool) {
 			c.sent = seq
 		}
 	}
+}
+
+// carriesSends reports whether req is a send or a send_batch.
+func carriesSends(req *wire.Request) bool {
+	switch req.Req.(type) {
+	case *wire.Request_Send, *wire.Request_SendBatch:
+		return true
+	}
+	return false
 }
 
 // eachSend calls f with the client message id of every send in req.

@@ -15,6 +15,20 @@ import (
 	"github.com/ternhq/tern/wire"
 )
 
+// notify reads c's session stream up to the next Notify.
+func notify(t *testing.T, c *rawclient.Conn) *wire.Notify {
+	t.Helper()
+	for {
+		down, err := c.ReadSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := down.GetNotify(); n != nil {
+			return n
+		}
+	}
+}
+
 // TestInlineNotify: a capability-3 session gets small new entries inside
 // the Notify; an older session, and a message over the inline bound, get a
 // bare Notify and pull.
@@ -28,30 +42,18 @@ func TestInlineNotify(t *testing.T) {
 	}
 	defer older.Close()
 	bob := raw(t, s, "bob", "phone", 0)
-	notify := func(c *rawclient.Conn) *wire.Notify {
-		t.Helper()
-		for {
-			down, err := c.ReadSession()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := down.GetNotify(); n != nil {
-				return n
-			}
-		}
-	}
 
 	if resp, err := bob.Send(ctx, "m1", "alice", []byte("hi")); err != nil || resp.GetSend() == nil {
 		t.Fatalf("send: %v %v", resp, err)
 	}
-	n := notify(newer)
+	n := notify(t, newer)
 	if n.GetSeq() != 1 || len(n.GetEntries()) != 1 {
 		t.Fatalf("capability 3: %v, want seq 1 with its entry", n)
 	}
 	if e := n.GetEntries()[0]; e.GetSeq() != 1 || string(e.GetBody()) != "hi" || e.GetFrom() != "bob" || e.GetFromDevice() != "phone" || len(e.GetId()) != 16 {
 		t.Fatalf("inline entry %v", e)
 	}
-	if n := notify(older); n.GetSeq() != 1 || len(n.GetEntries()) != 0 {
+	if n := notify(t, older); n.GetSeq() != 1 || len(n.GetEntries()) != 0 {
 		t.Fatalf("capability 2: %v, want a bare notify", n)
 	}
 
@@ -59,7 +61,7 @@ func TestInlineNotify(t *testing.T) {
 	if resp, err := bob.Send(ctx, "m2", "alice", big); err != nil || resp.GetSend() == nil {
 		t.Fatalf("send: %v %v", resp, err)
 	}
-	if n := notify(newer); n.GetSeq() != 2 || len(n.GetEntries()) != 0 {
+	if n := notify(t, newer); n.GetSeq() != 2 || len(n.GetEntries()) != 0 {
 		t.Fatalf("large message: %v, want a bare notify", n)
 	}
 	// After a bare Notify the next one cannot continue the client's seq
@@ -67,7 +69,7 @@ func TestInlineNotify(t *testing.T) {
 	if resp, err := bob.Send(ctx, "m3", "alice", []byte("again")); err != nil || resp.GetSend() == nil {
 		t.Fatalf("send: %v %v", resp, err)
 	}
-	if n := notify(newer); n.GetSeq() != 3 || len(n.GetEntries()) != 1 || n.GetEntries()[0].GetSeq() != 3 {
+	if n := notify(t, newer); n.GetSeq() != 3 || len(n.GetEntries()) != 1 || n.GetEntries()[0].GetSeq() != 3 {
 		t.Fatalf("after a bare notify: %v, want seq 3 with entry 3", n)
 	}
 }
@@ -140,31 +142,6 @@ func TestAnsweredOwnSends(t *testing.T) {
 	}
 	defer older.Close()
 	bob := raw(t, s, "bob", "phone", 0)
-	sessionDowns := make(chan *wire.Notify, 16)
-	go func() {
-		for {
-			down, err := phone.ReadSession()
-			if err != nil {
-				close(sessionDowns)
-				return
-			}
-			if n := down.GetNotify(); n != nil {
-				sessionDowns <- n
-			}
-		}
-	}()
-	notify := func(c *rawclient.Conn) *wire.Notify {
-		t.Helper()
-		for {
-			down, err := c.ReadSession()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := down.GetNotify(); n != nil {
-				return n
-			}
-		}
-	}
 
 	// alice/phone sends twice: answered, no Notify on its connection.
 	for i, id := range []string{"p1", "p2"} {
@@ -176,7 +153,7 @@ func TestAnsweredOwnSends(t *testing.T) {
 	// Her other devices are told, the one below capability 4 too.
 	for _, c := range []*rawclient.Conn{tablet, older} {
 		deadline := time.Now().Add(10 * time.Second)
-		for n := notify(c); n.GetSeq() < 2; n = notify(c) {
+		for n := notify(t, c); n.GetSeq() < 2; n = notify(t, c) {
 			if time.Now().After(deadline) {
 				t.Fatal("no Notify of seq 2")
 			}
@@ -187,13 +164,8 @@ func TestAnsweredOwnSends(t *testing.T) {
 	if resp, err := bob.Send(ctx, "b1", "alice", []byte("hi")); err != nil || resp.GetSend() == nil {
 		t.Fatalf("send: %v %v", resp, err)
 	}
-	select {
-	case n := <-sessionDowns:
-		if n.GetSeq() != 3 || len(n.GetEntries()) != 1 || n.GetEntries()[0].GetFrom() != "bob" {
-			t.Fatalf("phone's first Notify: %v, want seq 3 with bob's entry alone", n)
-		}
-	case <-ctx.Done():
-		t.Fatal("no Notify for bob's message")
+	if n := notify(t, phone); n.GetSeq() != 3 || len(n.GetEntries()) != 1 || n.GetEntries()[0].GetFrom() != "bob" {
+		t.Fatalf("phone's first Notify: %v, want seq 3 with bob's entry alone", n)
 	}
 	if got := m.get(edge.MetricNotifiesAnswered, ""); got != 3 { // the phone's two and bob's own
 		t.Errorf("edge_notifies_answered_total %v, want 3", got)

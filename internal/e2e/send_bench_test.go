@@ -28,7 +28,7 @@ import (
 // each side got, and Go's allocs/op and B/op (every goroutine's allocations
 // per message, the server's included).
 func BenchmarkSendDeliver(b *testing.B) {
-	const pairs, window = 4, 2
+	const pairs, window, warmup = 4, 2, 1000
 	s := testserver.Start(b, testserver.Options{Store: storage.Options{UnsafeNoSync: true}})
 	var mu sync.Mutex
 	got, want := 0, 0
@@ -82,7 +82,7 @@ func BenchmarkSendDeliver(b *testing.B) {
 			b.Fatalf("delivered %d of %d", got, want)
 		}
 	}
-	send(1000) // warm up: connections, Badger's memtable, pools
+	send(warmup) // warm up: connections, Badger's memtable, pools
 	dg := func() (n uint64) {
 		for _, c := range clients {
 			st := c.Stats()
@@ -106,7 +106,7 @@ func BenchmarkSendDeliver(b *testing.B) {
 		side[i%2].out += st.DatagramsOut
 		side[i%2].notifies += st.Notifies
 	}
-	n := float64(b.N + 1000)
+	n := float64(b.N + warmup)
 	for i, name := range []string{"sender", "receiver"} {
 		b.ReportMetric(float64(side[i].in)/n, name+"-dgrams-in/msg")
 		b.ReportMetric(float64(side[i].out)/n, name+"-dgrams-out/msg")
