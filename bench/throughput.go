@@ -95,7 +95,7 @@ func Throughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Result, e
 	}
 
 	prog.set(rateStatus(h))
-	cpu0, wall0 := processCPU(), time.Now()
+	cpu0, disk0, wall0 := processCPU(), diskWritten(), time.Now()
 	sendCtx, stop := context.WithCancel(ctx)
 	if cfg.Duration > 0 {
 		sendCtx, stop = context.WithTimeout(ctx, time.Duration(cfg.Duration))
@@ -138,7 +138,7 @@ func Throughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Result, e
 		return fmt.Sprintf("draining: %d acked, %d delivered", c.Acked, c.Delivered)
 	})
 	missing := drain(ctx, h, 0, len(receivers), time.Duration(cfg.Drain))
-	cpu := processCPU() - cpu0
+	cpu, disk := processCPU()-cpu0, diskWritten()-disk0
 	wall := time.Since(wall0)
 	prog.stop()
 
@@ -162,6 +162,8 @@ func Throughput(ctx context.Context, t Target, cfg ThroughputConfig) (*Result, e
 	res.Series = []Series{a, d}
 	res.Counters = sumStats(sumStats(nil, sconns), rconns)
 	if cfg.ServerInProcess {
+		// The clients write nothing to disk: this is the server's storage.
+		res.add("disk_per_msg_kib", "disk written per message", float64(disk)/1024/float64(max(tl.delivered, 1)), "KiB")
 		res.note("client and server share this process: CPU per message counts both")
 	} else {
 		res.note("CPU per message counts the clients (this process) only")

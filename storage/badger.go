@@ -256,7 +256,7 @@ type badgerLogs struct {
 
 func newBadgerLogs(bo badger.Options) *badgerLogs {
 	return &badgerLogs{
-		wal:  &logFiles{dir: bo.Dir, ext: ".mem", format: "%05d.mem"},
+		wal:  &logFiles{dir: bo.Dir, ext: ".mem", format: "%05d.mem", advise: true},
 		vlog: &logFiles{dir: bo.ValueDir, ext: ".vlog", format: "%06d.vlog"},
 	}
 }
@@ -282,7 +282,9 @@ type logFiles struct {
 	dir, ext, format string
 	newest           int      // number of the newest file seen; every older one is synced
 	f                *os.File // newest, once opened
+	advise           bool     // mark Badger's mapping of each file MADV_RANDOM (see adviseRandom)
 	rotated          int      // files synced after Badger went on to the next (tests)
+	advised          int      // files whose mapping was marked (tests)
 }
 
 func (l *logFiles) path(n int) string {
@@ -345,6 +347,14 @@ func (l *logFiles) syncNewest() error {
 			return err
 		}
 		l.f = f
+		if l.advise {
+			// Badger mapped the file when it created it; pages
+			// faulted in before now keep their size, later ones
+			// come one page at a time.
+			if n, err := adviseRandom(f.Name()); err == nil && n > 0 {
+				l.advised++
+			}
+		}
 	}
 	if err := fdatasync(l.f); err != nil {
 		return fmt.Errorf("fdatasync %s: %w", l.f.Name(), err)
