@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +48,7 @@ type benchFlags struct {
 	addr, ca, data, metrics string
 	json, quiet             bool
 	report, cpuProfile      string
+	execTrace               string
 	runs                    int
 	unsafeNoFsync           bool
 
@@ -77,6 +79,7 @@ func (f *benchFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.runs, "runs", 1, "repeat the scenario K times and report each run and the median")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress line on stderr")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the in-process server included) to this file")
+	fs.StringVar(&f.execTrace, "trace", "", "write a Go execution trace of this process to this file (go tool trace; large: ~10 MB per second of load)")
 	fs.BoolVar(&f.unsafeNoFsync, "unsafe-no-fsync", false, "UNSAFE, for measuring the disk's share: the server the bench starts acknowledges sends without fsync (not with --addr)")
 
 	fs.IntVar(&f.senders, "senders", 0, "throughput, latency, mobile: sending users (default 16; reconnect-storm: 8)")
@@ -163,6 +166,20 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer func() {
 			pprof.StopCPUProfile()
 			pf.Close()
+		}()
+	}
+	if f.execTrace != "" {
+		tf, err := os.Create(f.execTrace)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(tf); err != nil {
+			tf.Close()
+			return err
+		}
+		defer func() {
+			trace.Stop()
+			tf.Close()
 		}()
 	}
 

@@ -4,22 +4,25 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
 // TestBenchCommand runs a small throughput benchmark through the command
-// line, with JSON output, two runs and an HTML report.
+// line, with JSON output, two runs, an HTML report and an execution trace.
 func TestBenchCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	report := filepath.Join(t.TempDir(), "report.html")
+	dir := t.TempDir()
+	report, traceFile := filepath.Join(dir, "report.html"), filepath.Join(dir, "bench.trace")
 	var out, errOut bytes.Buffer
 	err := run(ctx, []string{"bench", "throughput", "--messages", "200", "--senders", "2", "--receivers", "2", "--window", "2",
-		"--json", "--runs", "2", "--report", report, "--quiet"}, &out, &errOut)
+		"--json", "--runs", "2", "--report", report, "--trace", traceFile, "--quiet"}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, errOut.String())
 	}
@@ -40,6 +43,18 @@ func TestBenchCommand(t *testing.T) {
 		if v["delivered"] != 200.0 || run["env"] == nil {
 			t.Errorf("run: validation %v, env %v", v, run["env"])
 		}
+		figures, _ := run["figures"].([]any)
+		names := make([]string, 0, len(figures))
+		for _, f := range figures {
+			if f, ok := f.(map[string]any); ok {
+				names = append(names, fmt.Sprint(f["name"]))
+			}
+		}
+		for _, want := range []string{"delivered_per_s", "cpu_per_msg_us", "disk_per_msg_kib"} {
+			if !slices.Contains(names, want) {
+				t.Errorf("run: no figure %s among %v", want, names)
+			}
+		}
 	}
 	if objs[2]["runs"] != 2.0 || objs[2]["median"] == nil {
 		t.Errorf("summary %v", objs[2])
@@ -47,6 +62,10 @@ func TestBenchCommand(t *testing.T) {
 	page, err := os.ReadFile(report)
 	if err != nil || !strings.Contains(string(page), "<svg") {
 		t.Errorf("report: %v", err)
+	}
+	tr, err := os.ReadFile(traceFile)
+	if err != nil || !bytes.HasPrefix(tr, []byte("go 1.")) || len(tr) < 4096 {
+		t.Errorf("execution trace: %d bytes, %v", len(tr), err)
 	}
 }
 
