@@ -53,6 +53,12 @@
 // syncs, the syncer waits for the commits being applied at that moment,
 // at most a millisecond, so that they need no sync of their own.)
 //
+// Badger writes the WAL through a shared mapping of the file. On Linux the
+// syncer marks that mapping MADV_RANDOM when it first opens each WAL
+// (adviseRandom): without the advice the kernel fills each write fault by
+// reading around it into large folios, which are dirtied and written back
+// whole, so every sync of a few KiB wrote hundreds of KiB.
+//
 // The syncer syncs the log files itself rather than calling db.Sync, which
 // misses the WAL of a memtable Badger has just rotated and always syncs
 // the value log; it follows Badger's file numbering (NNNNN.mem,
