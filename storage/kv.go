@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"errors"
 	"time"
 )
@@ -117,18 +118,54 @@ type kvWrite struct {
 // overlay buffers one command's writes over the batch transaction, so that
 // a command that fails writes nothing. Reads see the overlay first, then
 // the transaction (earlier commands of the batch), then committed state.
+//
+// A command writes a handful of keys (a send five or six), so the overlay
+// finds a key's latest write by scanning its writes from the end; past
+// overlayScan writes it indexes them in a map instead.
 type overlay struct {
 	base   kvGetter
 	writes []kvWrite
-	latest map[string]int // key → index in writes of its latest write
+	latest map[string]int // key → index in writes of its latest write; nil while len(writes) <= overlayScan
 }
+
+// overlayScan is how many writes an overlay scans before it indexes them.
+const overlayScan = 16
 
 func newOverlay(base kvGetter) *overlay {
 	return &overlay{base: base}
 }
 
+// find returns the index of key's latest write, or -1.
+func (o *overlay) find(key []byte) int {
+	if o.latest != nil {
+		if i, ok := o.latest[string(key)]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := len(o.writes) - 1; i >= 0; i-- {
+		if bytes.Equal(o.writes[i].key, key) {
+			return i
+		}
+	}
+	return -1
+}
+
+// isLatest says whether the write at i is its key's latest.
+func (o *overlay) isLatest(i int) bool {
+	if o.latest != nil {
+		return o.latest[string(o.writes[i].key)] == i
+	}
+	for _, w := range o.writes[i+1:] {
+		if bytes.Equal(w.key, o.writes[i].key) {
+			return false
+		}
+	}
+	return true
+}
+
 func (o *overlay) get(key []byte) ([]byte, bool, error) {
-	if i, ok := o.latest[string(key)]; ok {
+	if i := o.find(key); i >= 0 {
 		w := o.writes[i]
 		if w.deleted {
 			return nil, false, nil
@@ -149,11 +186,19 @@ func (o *overlay) delete(key []byte) error {
 }
 
 func (o *overlay) put(w kvWrite) {
-	if o.latest == nil {
-		o.latest = make(map[string]int)
+	if o.writes == nil {
+		o.writes = make([]kvWrite, 0, 8)
 	}
-	o.latest[string(w.key)] = len(o.writes)
 	o.writes = append(o.writes, w)
+	switch n := len(o.writes); {
+	case o.latest != nil:
+		o.latest[string(w.key)] = n - 1
+	case n > overlayScan:
+		o.latest = make(map[string]int, 2*n)
+		for i, w := range o.writes {
+			o.latest[string(w.key)] = i
+		}
+	}
 }
 
 // reset drops every buffered write.
@@ -166,7 +211,7 @@ func (o *overlay) reset() {
 // those latest writes. On error dst may hold some of them.
 func (o *overlay) flush(dst kvTxn) error {
 	for i, w := range o.writes {
-		if o.latest[string(w.key)] != i {
+		if !o.isLatest(i) {
 			continue
 		}
 		var err error
@@ -194,7 +239,7 @@ func newLayer() *layer { return &layer{writes: make(map[string]kvWrite)} }
 // add merges o's writes over the layer's.
 func (l *layer) add(o *overlay) {
 	for i, w := range o.writes {
-		if o.latest[string(w.key)] == i {
+		if o.isLatest(i) {
 			l.writes[string(w.key)] = w
 			l.bytes += len(w.key) + len(w.value)
 		}
