@@ -78,7 +78,7 @@ func (f *benchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.report, "report", "", "write a self-contained HTML report (latency CDF, throughput over time, figures) to this file")
 	fs.IntVar(&f.runs, "runs", 1, "repeat the scenario K times and report each run and the median")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress line on stderr")
-	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the in-process server included) to this file")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to this file (an in-process server's samples carry the label side=server: go tool pprof -tagfocus side=server)")
 	fs.StringVar(&f.execTrace, "trace", "", "write a Go execution trace of this process to this file (go tool trace; large: ~10 MB per second of load)")
 	fs.BoolVar(&f.unsafeNoFsync, "unsafe-no-fsync", false, "UNSAFE, for measuring the disk's share: the server the bench starts acknowledges sends without fsync (not with --addr)")
 
@@ -375,7 +375,13 @@ func inProcessServer(unsafeNoSync bool) (*benchServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := gateway.Open(gateway.Config{Dir: dir, Core: core.Config{SendRate: -1}, Store: storage.Options{UnsafeNoSync: unsafeNoSync}})
+	// The server's goroutines, and those they start, carry the profiler
+	// label side=server, so that a --cpuprofile of the shared process
+	// splits by side: go tool pprof -tagfocus side=server (or -tagignore).
+	var g *gateway.Gateway
+	pprof.Do(context.Background(), pprof.Labels("side", "server"), func(context.Context) {
+		g, err = gateway.Open(gateway.Config{Dir: dir, Core: core.Config{SendRate: -1}, Store: storage.Options{UnsafeNoSync: unsafeNoSync}})
+	})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"testing"
@@ -112,5 +113,22 @@ func TestBenchUsage(t *testing.T) {
 		if exitCode(err) != 2 {
 			t.Errorf("%v: %v (exit %d), want a usage error", args, err, exitCode(err))
 		}
+	}
+}
+
+// TestInProcessServerLabelled: the in-process server's goroutines carry
+// the profiler label side=server, so that a --cpuprofile splits by side.
+func TestInProcessServerLabelled(t *testing.T) {
+	srv, err := inProcessServer(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.close()
+	var b bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), `"side":"server"`); n == 0 {
+		t.Fatalf("no goroutine labelled side=server:\n%.2000s", b.String())
 	}
 }
