@@ -336,6 +336,7 @@ func (l *logFiles) sync() error {
 }
 
 func (l *logFiles) syncNewest() error {
+	opened := false
 	if l.f == nil {
 		f, err := os.Open(l.path(l.newest))
 		if errors.Is(err, fs.ErrNotExist) {
@@ -347,17 +348,19 @@ func (l *logFiles) syncNewest() error {
 			return err
 		}
 		l.f = f
-		if l.advise {
-			// Badger mapped the file when it created it; pages
-			// faulted in before now keep their size, later ones
-			// come one page at a time.
-			if n, err := adviseRandom(f.Name()); err == nil && n > 0 {
-				l.advised++
-			}
-		}
+		opened = true
 	}
 	if err := fdatasync(l.f); err != nil {
 		return fmt.Errorf("fdatasync %s: %w", l.f.Name(), err)
+	}
+	if opened && l.advise {
+		// After the sync, which the commits waiting on it should not
+		// wait for. Badger mapped the file when it created it; pages
+		// faulted in before now keep their size, later ones come one
+		// page at a time.
+		if n, err := adviseRandom(l.f.Name()); err == nil && n > 0 {
+			l.advised++
+		}
 	}
 	return nil
 }

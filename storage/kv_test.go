@@ -31,7 +31,7 @@ func (r *recordTxn) delete(key []byte) error {
 }
 
 func (r *recordTxn) commit(func(error), func(error)) { panic("not used") }
-func (r *recordTxn) discard()                         {}
+func (r *recordTxn) discard()                        {}
 
 // TestOverlay checks reads through an overlay and what it flushes and
 // merges, with few writes (scanned) and with many (indexed in a map).
