@@ -98,3 +98,35 @@ func vmFlags(t *testing.T, path string) string {
 	t.Fatalf("no mapping of %s in /proc/self/smaps", real)
 	return ""
 }
+
+// TestWALMappingAdvisedByOtherPaths: the mapping is found when the store was
+// opened through a symlink or by a relative path (/proc/self/maps names
+// the file by its absolute, resolved path).
+func TestWALMappingAdvisedByOtherPaths(t *testing.T) {
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Dir(link))
+	for name, dir := range map[string]string{"symlink": link, "relative": "link"} {
+		t.Run(name, func(t *testing.T) {
+			s, err := OpenBadger(dir, Options{tuneBadger: smallBadger})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Apply(context.Background(), sendCmd("alice", name, []byte("hi"))); err != nil {
+				t.Fatal(err)
+			}
+			wal := s.be.(*badgerBackend).logs.wal
+			if wal.advised != 1 {
+				t.Fatalf("%d WAL mappings advised, want 1", wal.advised)
+			}
+			path := filepath.Join(real, fmt.Sprintf("%05d.mem", wal.newest))
+			if flags := vmFlags(t, path); !strings.Contains(" "+flags+" ", " rr ") {
+				t.Errorf("mapping of %s has VmFlags %q, want rr among them", path, flags)
+			}
+		})
+	}
+}
