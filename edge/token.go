@@ -146,6 +146,14 @@ func (v *TokenVerifier) parse(token string) (claims, error) {
 	if len(token) == 0 || len(token) > MaxTokenLen {
 		return c, fmt.Errorf("%w: length %d", ErrTokenInvalid, len(token))
 	}
+	// Only the base64url alphabet and the dots: the decoder skips CR and
+	// LF, so without this a line break inside the signature would give a
+	// second spelling of a signed token that still verified.
+	for i := 0; i < len(token); i++ {
+		if !isTokenByte(token[i]) {
+			return c, fmt.Errorf("%w: byte %#x at %d", ErrTokenInvalid, token[i], i)
+		}
+	}
 	hdr, rest, ok := strings.Cut(token, ".")
 	if !ok {
 		return c, fmt.Errorf("%w: not a JWT", ErrTokenInvalid)
@@ -188,6 +196,12 @@ func (v *TokenVerifier) parse(token string) (claims, error) {
 		return c, fmt.Errorf("%w: claims: %v", ErrTokenInvalid, err)
 	}
 	return c, nil
+}
+
+// isTokenByte reports whether b may appear in a token: the base64url
+// alphabet, or the dot between the parts.
+func isTokenByte(b byte) bool {
+	return 'A' <= b && b <= 'Z' || 'a' <= b && b <= 'z' || '0' <= b && b <= '9' || b == '-' || b == '_' || b == '.'
 }
 
 // strictJSON decodes one JSON object, refusing trailing data.
