@@ -135,10 +135,14 @@ func (c *conn) endSends(req *wire.Request, resp *wire.Response, answered bool) {
 		c.kickLocked()
 		return
 	}
-	var seqs []uint64
 	if ok := resp.GetSend(); ok != nil {
-		seqs = append(seqs, ok.GetSeq())
+		// One send, the common case: no list to sort.
+		if ok.GetSeq() == c.sent+1 {
+			c.sent = ok.GetSeq()
+		}
+		return
 	}
+	var seqs []uint64
 	for _, r := range resp.GetSendBatch().GetResults() {
 		if ok := r.GetOk(); ok != nil {
 			seqs = append(seqs, ok.GetSeq())

@@ -154,34 +154,16 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.runs < 1 {
 		return usageError{"bench: --runs must be at least 1"}
 	}
-	if f.cpuProfile != "" {
-		pf, err := os.Create(f.cpuProfile)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			pf.Close()
-			return err
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			pf.Close()
-		}()
+	stopProfile, err := capture(f.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	if err != nil {
+		return err
 	}
-	if f.execTrace != "" {
-		tf, err := os.Create(f.execTrace)
-		if err != nil {
-			return err
-		}
-		if err := trace.Start(tf); err != nil {
-			tf.Close()
-			return err
-		}
-		defer func() {
-			trace.Stop()
-			tf.Close()
-		}()
+	defer stopProfile()
+	stopTrace, err := capture(f.execTrace, trace.Start, trace.Stop)
+	if err != nil {
+		return err
 	}
+	defer stopTrace()
 
 	var progress io.Writer
 	if !f.quiet {
@@ -346,6 +328,26 @@ func connectionsRun(ctx context.Context, srv *benchServer, f *benchFlags, progre
 		cfg.Workers = append(cfg.Workers, w)
 	}
 	return bench.Connections(ctx, srv.target, cfg)
+}
+
+// capture runs start (a CPU profile, an execution trace) writing to the file
+// at path until the returned stop is called; with no path it does nothing.
+func capture(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		stop()
+		f.Close()
+	}, nil
 }
 
 // cmdBenchWorker is `tern bench worker`: the worker side of the connections

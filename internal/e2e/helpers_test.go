@@ -26,7 +26,15 @@ func ctxT(t testing.TB, d time.Duration) context.Context {
 // raw connects a bare protocol client as user/device with seqCli.
 func raw(t *testing.T, s *testserver.Server, user, device string, seqCli uint64) *rawclient.Conn {
 	t.Helper()
-	c, err := rawclient.Connect(ctxT(t, 10*time.Second), s.Addr, s.ClientTLS(), &wire.Hello{Token: s.Token(user, device), SeqCli: seqCli})
+	return rawHello(t, s, user, device, &wire.Hello{SeqCli: seqCli})
+}
+
+// rawHello connects a raw session with hello, whose Token it sets for
+// user/device; the session closes when the test ends.
+func rawHello(t *testing.T, s *testserver.Server, user, device string, hello *wire.Hello) *rawclient.Conn {
+	t.Helper()
+	hello.Token = s.Token(user, device)
+	c, err := rawclient.Connect(ctxT(t, 10*time.Second), s.Addr, s.ClientTLS(), hello)
 	if err != nil {
 		t.Fatalf("connect %s/%s: %v", user, device, err)
 	}

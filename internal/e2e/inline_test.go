@@ -36,11 +36,7 @@ func TestInlineNotify(t *testing.T) {
 	s := testserver.Start(t, testserver.Options{})
 	ctx := ctxT(t, 30*time.Second)
 	newer := raw(t, s, "alice", "phone", 0)
-	older, err := rawclient.Connect(ctx, s.Addr, s.ClientTLS(), &wire.Hello{Token: s.Token("alice", "tablet"), CapabilityVersion: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer older.Close()
+	older := rawHello(t, s, "alice", "tablet", &wire.Hello{CapabilityVersion: 2})
 	bob := raw(t, s, "bob", "phone", 0)
 
 	if resp, err := bob.Send(ctx, "m1", "alice", []byte("hi")); err != nil || resp.GetSend() == nil {
@@ -136,11 +132,7 @@ func TestAnsweredOwnSends(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	phone := raw(t, s, "alice", "phone", 0) // capability 4 (wire.CapabilityVersion)
 	tablet := raw(t, s, "alice", "tablet", 0)
-	older, err := rawclient.Connect(ctx, s.Addr, s.ClientTLS(), &wire.Hello{Token: s.Token("alice", "laptop"), CapabilityVersion: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer older.Close()
+	older := rawHello(t, s, "alice", "laptop", &wire.Hello{CapabilityVersion: 3})
 	bob := raw(t, s, "bob", "phone", 0)
 
 	// alice/phone sends twice: answered, no Notify on its connection.
